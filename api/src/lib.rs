@@ -1,0 +1,1 @@
+//! Kubernetes API types shared by the agent, the operator, the CRD generator and the tests.

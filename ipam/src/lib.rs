@@ -1,0 +1,1 @@
+//! LB-IPAM allocation as a pure state machine (no I/O).

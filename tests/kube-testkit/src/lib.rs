@@ -1,0 +1,1 @@
+//! An in-process Kubernetes API server that real clients talk to.
