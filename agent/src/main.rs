@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    let _obj = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l2announcer"));
+}
