@@ -4,7 +4,12 @@
 //! differential check against the loaded program).
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod checksum;
+#[cfg(any(test, feature = "frames"))]
+pub mod frames;
 pub mod responder;
 
 /// Name of the map of announced IPv4 addresses: [`KeyV4`] → [`Entry`] (per-CPU hash).

@@ -293,7 +293,10 @@ fn neighbor_advertisement<F: Frame, T: Table>(
     else {
         return Outcome::UNRELATED;
     };
-    match table.v6(&KeyV6 { ip: target, ifindex }) {
+    match table.v6(&KeyV6 {
+        ip: target,
+        ifindex,
+    }) {
         Some(entry) if entry.mac != eth_src => {
             entry.conflicts += 1;
             entry.conflict_mac = eth_src;
@@ -346,7 +349,10 @@ fn neighbor_solicitation<F: Frame, T: Table, L: Liveness>(
     if code != 0 || target[0] == 0xff || ip.src[0] == 0xff {
         return Outcome::pass(seen, Counter::PassMalformed);
     }
-    let Some(entry) = table.v6(&KeyV6 { ip: target, ifindex }) else {
+    let Some(entry) = table.v6(&KeyV6 {
+        ip: target,
+        ifindex,
+    }) else {
         return Outcome::pass(seen, Counter::PassNotAnnounced);
     };
 
@@ -423,7 +429,16 @@ fn neighbor_solicitation<F: Frame, T: Table, L: Liveness>(
             Counter::NaReplies,
         )
     };
-    let option = [ND_OPT_TARGET_LL, 1, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]];
+    let option = [
+        ND_OPT_TARGET_LL,
+        1,
+        mac[0],
+        mac[1],
+        mac[2],
+        mac[3],
+        mac[4],
+        mac[5],
+    ];
     let sum = pseudo_header_v6(&target, &reply_dst, NA_LEN as u32, IPPROTO_ICMPV6);
     let sum = add_words(sum, &[ICMP6_NA, 0, flags, 0]);
     let sum = add_words(sum, &target);
@@ -439,12 +454,18 @@ fn neighbor_solicitation<F: Frame, T: Table, L: Liveness>(
         & frame.store(6, &mac).is_some()
         & frame.store(12, &ETHERTYPE_IPV6).is_some()
         & frame
-            .store(ETH_LEN, &[0x60, 0, 0, 0, len[0], len[1], IPPROTO_ICMPV6, 255])
+            .store(
+                ETH_LEN,
+                &[0x60, 0, 0, 0, len[0], len[1], IPPROTO_ICMPV6, 255],
+            )
             .is_some()
         & frame.store(ETH_LEN + 8, &target).is_some()
         & frame.store(ETH_LEN + 24, &reply_dst).is_some()
         & frame
-            .store(ICMP6_OFF, &[ICMP6_NA, 0, checksum[0], checksum[1], flags, 0, 0, 0])
+            .store(
+                ICMP6_OFF,
+                &[ICMP6_NA, 0, checksum[0], checksum[1], flags, 0, 0, 0],
+            )
             .is_some()
         & frame.store(ICMP6_OFF + 8, &target).is_some()
         & frame.store(ICMP6_OFF + ND_LEN, &option).is_some();
@@ -490,7 +511,10 @@ impl Frame for BufFrame {
     }
 
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        self.bytes().get(offset..offset.checked_add(N)?)?.try_into().ok()
+        self.bytes()
+            .get(offset..offset.checked_add(N)?)?
+            .try_into()
+            .ok()
     }
 
     fn store<const N: usize>(&mut self, offset: usize, bytes: &[u8; N]) -> Option<()> {
