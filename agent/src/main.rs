@@ -1,3 +1,231 @@
-fn main() {
-    let _obj = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l2announcer"));
+//! The `l2announcer` binary.
+
+use std::{net::IpAddr, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use l2announcer::{
+    announcer::{Announcer, Core, Settings, Shared, Status},
+    dataplane::{Dataplane, XdpModeSetting},
+    http, links,
+    standalone::{self, Config, parse_duration},
+};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+/// Layer-2 (ARP/NDP) announcements for bare-metal LoadBalancer addresses, answered by XDP.
+#[derive(Parser)]
+#[command(name = "l2announcer", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Announce fixed addresses on this machine, without Kubernetes, until stopped.
+    Standalone(StandaloneArgs),
+    /// Show what the running l2announcer on this machine announces, and its counters.
+    Status(StatusArgs),
+}
+
+const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9470";
+
+#[derive(clap::Args)]
+struct StandaloneArgs {
+    /// Interfaces to announce on: a regular expression matched against interface names
+    /// (unanchored; repeat to OR several).
+    #[arg(long = "interface", value_name = "REGEX")]
+    interfaces: Vec<String>,
+    /// An IPv4 or IPv6 address to announce (repeat for more).
+    #[arg(long = "ip", value_name = "ADDR")]
+    ips: Vec<IpAddr>,
+    /// A YAML file with groups of addresses and interfaces (and the settings below).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// XDP attach mode [default: auto: native where the driver supports it, else generic].
+    #[arg(long, value_enum)]
+    xdp_mode: Option<XdpModeSetting>,
+    /// Address for /metrics, /livez, /readyz and /status [default: 0.0.0.0:9470].
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Gratuitous ARP / unsolicited NA sent per new announcement [default: 3].
+    #[arg(long)]
+    garp_count: Option<u32>,
+    /// Time between them [default: 1s].
+    #[arg(long, value_parser = parse_duration)]
+    garp_interval: Option<Duration>,
+    /// Re-announce every address this often (switches that age out MAC tables) [default: off].
+    #[arg(long, value_parser = parse_duration)]
+    garp_refresh: Option<Duration>,
+    /// Stop answering when the agent's heartbeat is older than this [default: 5s].
+    #[arg(long, value_parser = parse_duration)]
+    liveness_timeout: Option<Duration>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// The running agent's metrics address.
+    #[arg(long, default_value = "127.0.0.1:9470")]
+    addr: SocketAddr,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: Output,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("l2announcer: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Standalone(args) => run_standalone(args).await,
+            Command::Status(args) => show_status(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("l2announcer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let groups = standalone::groups(&args.interfaces, &args.ips, &config)?;
+    let defaults = Settings::default();
+    let settings = Settings {
+        xdp_mode: args.xdp_mode.or(config.xdp_mode).unwrap_or(defaults.xdp_mode),
+        garp_count: args.garp_count.or(config.garp_count).unwrap_or(defaults.garp_count),
+        garp_interval: args
+            .garp_interval
+            .or(config.garp_interval)
+            .unwrap_or(defaults.garp_interval),
+        garp_refresh: args.garp_refresh.or(config.garp_refresh),
+        liveness_timeout: args
+            .liveness_timeout
+            .or(config.liveness_timeout)
+            .unwrap_or(defaults.liveness_timeout),
+    };
+    if settings.liveness_timeout < l2announcer::announcer::HEARTBEAT * 2 {
+        bail!("--liveness-timeout must be at least 2s (the heartbeat is written every second)");
+    }
+    let metrics_addr = args
+        .metrics_addr
+        .or(config.metrics_addr)
+        .unwrap_or(DEFAULT_METRICS_ADDR.parse()?);
+
+    // Refuse patterns that match nothing now: a typo should not be a silent no-op.
+    let (handle, _) = links::watch().context("rtnetlink")?;
+    let current = links::dump(&handle).await.context("listing interfaces")?;
+    let unmatched = l2announcer::announcer::unmatched_patterns(&groups, &current);
+    if !unmatched.is_empty() {
+        let names: Vec<&str> = current.values().map(|l| l.name.as_str()).collect();
+        bail!(
+            "interface pattern {:?} matches no interface on this machine (interfaces: {})",
+            unmatched,
+            names.join(", ")
+        );
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        info!("not running as root: loading XDP needs CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW");
+    }
+
+    let dataplane = Dataplane::load(settings.liveness_timeout)?;
+    let shared = Shared::new(Core {
+        dataplane,
+        links: current,
+        gratuitous_sent: Default::default(),
+        attach_errors: Default::default(),
+        ready: false,
+    });
+    let announcer = Announcer::new(shared.clone(), settings)?;
+    let (_groups_tx, groups_rx) = watch::channel(groups);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let http_stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let listener_check = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("listening on {metrics_addr}"))?;
+    drop(listener_check);
+    let server = tokio::spawn(http::serve(metrics_addr, shared.clone(), http_stop));
+    info!(%metrics_addr, "serving /metrics, /livez, /readyz, /status");
+
+    let result = announcer.run(groups_rx, shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    if let Ok(Err(e)) = server.await {
+        error!(error = %e, "HTTP server");
+    }
+    result?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers, run until killed; the liveness fail-safe still covers it.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: withdrawing announcements"),
+        _ = int.recv() => info!("SIGINT: withdrawing announcements"),
+    }
+}
+
+async fn show_status(args: StatusArgs) -> anyhow::Result<()> {
+    let body = http_get(args.addr, "/status")
+        .await
+        .with_context(|| format!("no l2announcer answering on {} (is it running? --addr)", args.addr))?;
+    let status: Status = serde_json::from_str(&body).context("parsing the agent's status")?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Output::Table => print!("{}", http::render_table(&status)),
+    }
+    Ok(())
+}
+
+/// A minimal HTTP/1.0 GET: the status client needs nothing more.
+async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await??;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await??;
+    let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("{}: {}", head.lines().next().unwrap_or(""), body.trim());
+    }
+    Ok(body.to_owned())
 }
