@@ -41,6 +41,8 @@ pub mod reason {
 }
 
 /// An input change.
+// Events are built and consumed one at a time; boxing the large variants buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     PoolUpserted(Pool),
@@ -1031,3 +1033,7 @@ fn service_condition(status: &str, reason: &str, message: String) -> Condition {
         message,
     }
 }
+
+#[cfg(test)]
+#[path = "allocator_tests.rs"]
+mod tests;
