@@ -10,7 +10,7 @@
 
 use crate::{
     Counter, Entry, KeyV4, KeyV6,
-    checksum::{add_words, finish, pseudo_header_v6},
+    checksum::{add_words, finish},
 };
 
 /// Ethernet header length.
@@ -34,7 +34,6 @@ pub const NA_FRAME_LEN: usize = ICMP6_OFF + NA_LEN;
 /// are passed to the kernel, counted as [`Counter::PassUnsupported`].
 pub const MAX_NS_LEN: usize = 64;
 
-const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
 const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
 const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 const ETHERTYPE_VLAN: [u8; 2] = [0x81, 0x00];
@@ -60,6 +59,40 @@ pub trait Frame {
     fn store<const N: usize>(&mut self, offset: usize, bytes: &[u8; N]) -> Option<()>;
     /// Changes the length to `new_len`, keeping the first bytes; false if it cannot.
     fn resize(&mut self, new_len: usize) -> bool;
+
+    /// Whether the `N` bytes at `offset` equal `bytes` (false past the end).
+    #[inline(always)]
+    fn equals<const N: usize>(&self, offset: usize, bytes: &[u8; N]) -> bool {
+        self.load::<N>(offset).is_some_and(|v| v == *bytes)
+    }
+
+    /// Copies `N` bytes from `from` to `to` within the frame. Working on the frame in place,
+    /// rather than on copies, keeps the eBPF stack small.
+    #[inline(always)]
+    fn copy<const N: usize>(&mut self, from: usize, to: usize) -> Option<()> {
+        let v = self.load::<N>(from)?;
+        self.store(to, &v)
+    }
+
+    /// Adds the 16-bit words of `len` bytes at `offset` to `sum`, 8 bytes at a time; `len`
+    /// is a multiple of 8 and at most `MAX`.
+    #[inline(always)]
+    fn add_words_at<const MAX: usize>(
+        &self,
+        mut sum: u32,
+        offset: usize,
+        len: usize,
+    ) -> Option<u32> {
+        let mut off = 0;
+        while off < MAX {
+            if off >= len {
+                break;
+            }
+            sum = add_words(sum, &self.load::<8>(offset + off)?);
+            off += 8;
+        }
+        Some(sum)
+    }
 }
 
 /// The announcement table, keyed by address and ingress interface.
@@ -161,17 +194,25 @@ fn arp<F: Frame, T: Table, L: Liveness>(
     table: &mut T,
     liveness: &L,
 ) -> Outcome {
-    let Some(arp) = frame.load::<ARP_LEN>(ETH_LEN) else {
+    // One `let … else` per field: with a tuple of Options LLVM may read a register on a path
+    // where it was never set, which the verifier rejects.
+    let Some(fixed) = frame.load::<8>(ETH_LEN) else {
+        return Outcome::pass(None, Counter::PassMalformed);
+    };
+    let Some(sha) = frame.load::<6>(ETH_LEN + 8) else {
+        return Outcome::pass(None, Counter::PassMalformed);
+    };
+    let Some(spa) = frame.load::<4>(ETH_LEN + 14) else {
+        return Outcome::pass(None, Counter::PassMalformed);
+    };
+    let Some(tpa) = frame.load::<4>(ETH_LEN + 24) else {
         return Outcome::pass(None, Counter::PassMalformed);
     };
     // Ethernet hardware, IPv4 protocol, 6- and 4-byte addresses: anything else is not ours.
-    if arp[0..2] != [0, 1] || arp[2..4] != ETHERTYPE_IPV4 || arp[4] != 6 || arp[5] != 4 {
+    if fixed[0..6] != [0, 1, 0x08, 0x00, 6, 4] {
         return Outcome::pass(None, Counter::PassMalformed);
     }
-    let op = [arp[6], arp[7]];
-    let sha = [arp[8], arp[9], arp[10], arp[11], arp[12], arp[13]];
-    let spa = [arp[14], arp[15], arp[16], arp[17]];
-    let tpa = [arp[24], arp[25], arp[26], arp[27]];
+    let op = [fixed[6], fixed[7]];
 
     // Somebody else saying it has an address we announce, in a request, reply or gratuitous ARP.
     let mut conflict = false;
@@ -216,32 +257,26 @@ fn arp<F: Frame, T: Table, L: Liveness>(
 
     // The reply, as the kernel's arp_send() fills it: to the sender's hardware address, from
     // ours; an RFC 5227 probe (sender address 0.0.0.0) is answered to 0.0.0.0 the same way.
+    // Rewritten in place, in an order that reads each field before overwriting it.
     let mac = entry.mac;
-    let mut eth = [0u8; ETH_LEN];
-    eth[0..6].copy_from_slice(&sha);
-    eth[6..12].copy_from_slice(&mac);
-    eth[12..14].copy_from_slice(&ETHERTYPE_ARP);
-    let mut reply = arp;
-    reply[6..8].copy_from_slice(&[0, 2]);
-    reply[8..14].copy_from_slice(&mac);
-    reply[14..18].copy_from_slice(&tpa);
-    reply[18..24].copy_from_slice(&sha);
-    reply[24..28].copy_from_slice(&spa);
-    if frame.store(0, &eth).is_none() || frame.store(ETH_LEN, &reply).is_none() {
+    let written = frame.copy::<6>(ETH_LEN + 8, ETH_LEN + 18).is_some() // tha = sha
+        && frame.copy::<4>(ETH_LEN + 14, ETH_LEN + 24).is_some() // tpa = spa
+        && frame.store(ETH_LEN + 8, &mac).is_some() // sha = ours
+        && frame.store(ETH_LEN + 14, &tpa).is_some() // spa = the announced address
+        && frame.store(ETH_LEN + 6, &[0, 2]).is_some() // op = reply
+        && frame.copy::<6>(ETH_LEN + 18, 0).is_some() // eth dst = requester
+        && frame.store(6, &mac).is_some(); // eth src = ours
+    if !written {
         return Outcome::pass(seen, Counter::PassMalformed);
     }
     entry.replies += 1;
     Outcome::tx(Counter::ArpRequests, Counter::ArpReplies)
 }
 
-/// The fields of the IPv6 header that NDP needs (the header is read in pieces to keep the
-/// eBPF stack small).
-struct Ipv6Head {
-    payload_len: usize,
-    hop_limit: u8,
-    src: [u8; 16],
-    dst: [u8; 16],
-}
+/// Offsets in an untagged IPv6 frame.
+const IP6_SRC: usize = ETH_LEN + 8;
+const IP6_DST: usize = ETH_LEN + 24;
+const ND_TARGET: usize = ICMP6_OFF + 8;
 
 #[inline(always)]
 fn ipv6<F: Frame, T: Table, L: Liveness>(
@@ -257,22 +292,14 @@ fn ipv6<F: Frame, T: Table, L: Liveness>(
     if fixed[0] >> 4 != 6 || fixed[6] != IPPROTO_ICMPV6 {
         return Outcome::UNRELATED;
     }
-    let (Some(src), Some(dst), Some([icmp_type, _])) = (
-        frame.load::<16>(ETH_LEN + 8),
-        frame.load::<16>(ETH_LEN + 24),
-        frame.load::<2>(ICMP6_OFF),
-    ) else {
+    let Some([icmp_type, _]) = frame.load::<2>(ICMP6_OFF) else {
         return Outcome::UNRELATED;
     };
-    let ip = Ipv6Head {
-        payload_len: usize::from(u16::from_be_bytes([fixed[4], fixed[5]])),
-        hop_limit: fixed[7],
-        src,
-        dst,
-    };
+    let payload_len = usize::from(u16::from_be_bytes([fixed[4], fixed[5]]));
+    let hop_limit = fixed[7];
     match icmp_type {
-        ICMP6_NS => neighbor_solicitation(frame, &ip, ifindex, table, liveness),
-        ICMP6_NA => neighbor_advertisement(frame, &ip, ifindex, table),
+        ICMP6_NS => neighbor_solicitation(frame, payload_len, hop_limit, ifindex, table, liveness),
+        ICMP6_NA => neighbor_advertisement(frame, hop_limit, ifindex, table),
         _ => Outcome::UNRELATED,
     }
 }
@@ -281,16 +308,18 @@ fn ipv6<F: Frame, T: Table, L: Liveness>(
 #[inline(always)]
 fn neighbor_advertisement<F: Frame, T: Table>(
     frame: &F,
-    ip: &Ipv6Head,
+    hop_limit: u8,
     ifindex: u32,
     table: &mut T,
 ) -> Outcome {
     // Only on-link senders (hop limit 255) can claim a neighbour (RFC 4861 §7.1.2).
-    if ip.hop_limit != 255 {
+    if hop_limit != 255 {
         return Outcome::UNRELATED;
     }
-    let (Some(eth_src), Some(target)) = (frame.load::<6>(6), frame.load::<16>(ICMP6_OFF + 8))
-    else {
+    let Some(eth_src) = frame.load::<6>(6) else {
+        return Outcome::UNRELATED;
+    };
+    let Some(target) = frame.load::<16>(ND_TARGET) else {
         return Outcome::UNRELATED;
     };
     match table.v6(&KeyV6 {
@@ -320,10 +349,22 @@ pub fn multicast_mac(group: &[u8; 16]) -> [u8; 6] {
     [0x33, 0x33, group[12], group[13], group[14], group[15]]
 }
 
+/// The ICMPv6 checksum of the `len`-byte message in the frame, pseudo-header included
+/// (addresses read from the frame's IPv6 header); zero when a received message is intact.
+#[inline(always)]
+fn icmp6_checksum<F: Frame, const MAX: usize>(frame: &F, len: usize) -> Option<u16> {
+    // Source and destination addresses are contiguous: 32 bytes from IP6_SRC.
+    let sum = frame.add_words_at::<32>(0, IP6_SRC, 32)?;
+    let sum = add_words(sum, &(len as u32).to_be_bytes());
+    let sum = add_words(sum, &[0, IPPROTO_ICMPV6]);
+    Some(finish(frame.add_words_at::<MAX>(sum, ICMP6_OFF, len)?))
+}
+
 #[inline(always)]
 fn neighbor_solicitation<F: Frame, T: Table, L: Liveness>(
     frame: &mut F,
-    ip: &Ipv6Head,
+    payload_len: usize,
+    hop_limit: u8,
     ifindex: u32,
     table: &mut T,
     liveness: &L,
@@ -331,63 +372,56 @@ fn neighbor_solicitation<F: Frame, T: Table, L: Liveness>(
     let seen = Some(Counter::NsRequests);
     // RFC 4861 §7.1.1 validity checks, cheapest first; the checksum comes after the table
     // lookup so that solicitations for other hosts cost no more than a lookup.
-    let payload_len = ip.payload_len;
     if payload_len < ND_LEN || payload_len % 8 != 0 || ICMP6_OFF + payload_len > frame.len() {
         return Outcome::pass(seen, Counter::PassMalformed);
     }
-    if ip.hop_limit != 255 {
+    if hop_limit != 255 {
         return Outcome::pass(seen, Counter::PassBadHopLimit);
     }
-    let (Some([_, code]), Some(target), Some(eth_dst), Some(eth_src)) = (
-        frame.load::<2>(ICMP6_OFF),
-        frame.load::<16>(ICMP6_OFF + 8),
-        frame.load::<6>(0),
-        frame.load::<6>(6),
-    ) else {
+    let Some([_, code]) = frame.load::<2>(ICMP6_OFF) else {
         return Outcome::pass(seen, Counter::PassMalformed);
     };
-    if code != 0 || target[0] == 0xff || ip.src[0] == 0xff {
+    let Some([src0]) = frame.load::<1>(IP6_SRC) else {
+        return Outcome::pass(seen, Counter::PassMalformed);
+    };
+    let Some(target) = frame.load::<16>(ND_TARGET) else {
+        return Outcome::pass(seen, Counter::PassMalformed);
+    };
+    if code != 0 || target[0] == 0xff || src0 == 0xff {
         return Outcome::pass(seen, Counter::PassMalformed);
     }
-    let Some(entry) = table.v6(&KeyV6 {
+    let key = KeyV6 {
         ip: target,
         ifindex,
-    }) else {
+    };
+    let Some(entry) = table.v6(&key) else {
         return Outcome::pass(seen, Counter::PassNotAnnounced);
     };
+    let mac = entry.mac;
 
     // Addressed to the target's solicited-node group or to the target itself, and on the wire
-    // to that group's MAC or to this interface.
-    let group = solicited_node(&target);
-    let dad = ip.src == [0; 16];
-    if !(ip.dst == group || (ip.dst == target && !dad))
-        || (eth_dst != entry.mac && eth_dst != multicast_mac(&group))
+    // to that group's MAC or to this interface. A DAD probe (unspecified source) must go to
+    // the group.
+    let group = solicited_node(&key.ip);
+    let dad = frame.equals(IP6_SRC, &[0u8; 16]);
+    let to_group = frame.equals(IP6_DST, &group);
+    let to_target = !dad && frame.equals(IP6_DST, &key.ip);
+    if !(to_group || to_target)
+        || !(frame.equals(0, &mac) || frame.equals(0, &multicast_mac(&group)))
     {
         return Outcome::pass(seen, Counter::PassNotAddressed);
     }
     if payload_len > MAX_NS_LEN {
         return Outcome::pass(seen, Counter::PassUnsupported);
     }
-
-    // Checksum over the pseudo-header and the whole message, in 8-byte steps.
-    let mut sum = pseudo_header_v6(&ip.src, &ip.dst, payload_len as u32, IPPROTO_ICMPV6);
-    let mut off = 0;
-    while off < MAX_NS_LEN {
-        if off >= payload_len {
-            break;
-        }
-        let Some(chunk) = frame.load::<8>(ICMP6_OFF + off) else {
-            return Outcome::pass(seen, Counter::PassMalformed);
-        };
-        sum = add_words(sum, &chunk);
-        off += 8;
-    }
-    if finish(sum) != 0 {
-        return Outcome::pass(seen, Counter::PassBadChecksum);
+    match icmp6_checksum::<F, MAX_NS_LEN>(frame, payload_len) {
+        Some(0) => {}
+        Some(_) => return Outcome::pass(seen, Counter::PassBadChecksum),
+        None => return Outcome::pass(seen, Counter::PassMalformed),
     }
 
     // Options: none may have length zero, they must fill the message exactly, and a DAD
-    // probe (unspecified source) carries no source link-layer address option.
+    // probe carries no source link-layer address option.
     let mut off = ND_LEN;
     let mut steps = 0;
     while steps < (MAX_NS_LEN - ND_LEN) / 8 {
@@ -411,65 +445,67 @@ fn neighbor_solicitation<F: Frame, T: Table, L: Liveness>(
         return Outcome::pass(seen, Counter::PassStaleLiveness);
     }
 
-    // The advertisement: solicited (S=1) back to the asker, or for a DAD probe unsolicited
-    // (S=0) to all nodes; override set, router not; with our link-layer address.
-    let mac = entry.mac;
-    let (reply_dst, reply_eth_dst, flags, counter) = if dad {
-        (
-            ALL_NODES,
-            multicast_mac(&ALL_NODES),
-            NA_FLAG_OVERRIDE,
-            Counter::DadReplies,
-        )
+    // The advertisement, rewritten in place: solicited (S=1) back to the asker, or for a DAD
+    // probe unsolicited (S=0) to all nodes; override set, router not; with our link-layer
+    // address. The target stays where it is.
+    if frame.len() != NA_FRAME_LEN && !frame.resize(NA_FRAME_LEN) {
+        return Outcome::pass(seen, Counter::PassUnsupported);
+    }
+    let len = (NA_LEN as u16).to_be_bytes();
+    let (addressed, flags, counter) = if dad {
+        let to_all = frame.store(IP6_DST, &ALL_NODES).is_some()
+            && frame.store(0, &multicast_mac(&ALL_NODES)).is_some();
+        (to_all, NA_FLAG_OVERRIDE, Counter::DadReplies)
     } else {
+        let to_asker =
+            frame.copy::<16>(IP6_SRC, IP6_DST).is_some() && frame.copy::<6>(6, 0).is_some();
         (
-            ip.src,
-            eth_src,
+            to_asker,
             NA_FLAG_SOLICITED | NA_FLAG_OVERRIDE,
             Counter::NaReplies,
         )
     };
-    let option = [
-        ND_OPT_TARGET_LL,
-        1,
-        mac[0],
-        mac[1],
-        mac[2],
-        mac[3],
-        mac[4],
-        mac[5],
-    ];
-    let sum = pseudo_header_v6(&target, &reply_dst, NA_LEN as u32, IPPROTO_ICMPV6);
-    let sum = add_words(sum, &[ICMP6_NA, 0, flags, 0]);
-    let sum = add_words(sum, &target);
-    let checksum = finish(add_words(sum, &option)).to_be_bytes();
-    let len = (NA_LEN as u16).to_be_bytes();
-
-    if frame.len() != NA_FRAME_LEN && !frame.resize(NA_FRAME_LEN) {
-        return Outcome::pass(seen, Counter::PassUnsupported);
-    }
-    // Once resized the frame is committed to the reply: every store below is within
-    // NA_FRAME_LEN, so none can fail.
-    let stored = frame.store(0, &reply_eth_dst).is_some()
-        & frame.store(6, &mac).is_some()
-        & frame.store(12, &ETHERTYPE_IPV6).is_some()
-        & frame
+    let written = addressed
+        && frame.store(6, &mac).is_some()
+        && frame.copy::<16>(ND_TARGET, IP6_SRC).is_some()
+        && frame
             .store(
                 ETH_LEN,
                 &[0x60, 0, 0, 0, len[0], len[1], IPPROTO_ICMPV6, 255],
             )
             .is_some()
-        & frame.store(ETH_LEN + 8, &target).is_some()
-        & frame.store(ETH_LEN + 24, &reply_dst).is_some()
-        & frame
-            .store(
-                ICMP6_OFF,
-                &[ICMP6_NA, 0, checksum[0], checksum[1], flags, 0, 0, 0],
-            )
+        && frame
+            .store(ICMP6_OFF, &[ICMP6_NA, 0, 0, 0, flags, 0, 0, 0])
             .is_some()
-        & frame.store(ICMP6_OFF + 8, &target).is_some()
-        & frame.store(ICMP6_OFF + ND_LEN, &option).is_some();
-    if !stored {
+        && frame
+            .store(
+                ICMP6_OFF + ND_LEN,
+                &[
+                    ND_OPT_TARGET_LL,
+                    1,
+                    mac[0],
+                    mac[1],
+                    mac[2],
+                    mac[3],
+                    mac[4],
+                    mac[5],
+                ],
+            )
+            .is_some();
+    let checksum = if written {
+        icmp6_checksum::<F, NA_LEN>(frame, NA_LEN)
+    } else {
+        None
+    };
+    // Once resized the frame is committed to the reply and every access above is within
+    // NA_FRAME_LEN, so this cannot fail; if it did, the kernel drops the half-written NA.
+    let Some(checksum) = checksum else {
+        return Outcome::pass(seen, Counter::PassMalformed);
+    };
+    if frame
+        .store(ICMP6_OFF + 2, &checksum.to_be_bytes())
+        .is_none()
+    {
         return Outcome::pass(seen, Counter::PassMalformed);
     }
     entry.replies += 1;

@@ -90,10 +90,10 @@ struct Heartbeat;
 impl Liveness for Heartbeat {
     #[inline(always)]
     fn live(&self) -> bool {
-        let (Some(beat), Some(max_age)) = (
-            LIVENESS.get(LIVENESS_HEARTBEAT),
-            LIVENESS.get(LIVENESS_MAX_AGE),
-        ) else {
+        let Some(beat) = LIVENESS.get(LIVENESS_HEARTBEAT) else {
+            return false;
+        };
+        let Some(max_age) = LIVENESS.get(LIVENESS_MAX_AGE) else {
             return false;
         };
         // SAFETY: reading the monotonic clock has no preconditions.

@@ -180,10 +180,8 @@ impl Announcer {
         // Links are also re-read now and then, in case an event was lost (netlink can drop).
         let mut relist = tokio::time::interval(Duration::from_secs(30));
         let refresh_period = self.settings.garp_refresh.unwrap_or(Duration::MAX / 4);
-        let mut refresh = tokio::time::interval_at(
-            tokio::time::Instant::now() + refresh_period,
-            refresh_period,
-        );
+        let mut refresh =
+            tokio::time::interval_at(tokio::time::Instant::now() + refresh_period, refresh_period);
         tokio::pin!(shutdown);
         let result = loop {
             tokio::select! {
@@ -248,7 +246,9 @@ impl Announcer {
                 .unwrap_or_default();
             match core.dataplane.attach(*ifindex, self.settings.xdp_mode) {
                 Ok(mode) => {
-                    if core.attach_errors.remove(&name).is_some() || !before.iter().any(|a| a.ifindex == *ifindex) {
+                    if core.attach_errors.remove(&name).is_some()
+                        || !before.iter().any(|a| a.ifindex == *ifindex)
+                    {
                         info!(interface = %name, mode = mode.as_str(), "XDP attached");
                     }
                 }
@@ -305,7 +305,11 @@ impl Announcer {
                 }
                 let still: Vec<Announcement> = {
                     let current = current.lock().unwrap_or_else(|p| p.into_inner());
-                    added.iter().filter(|a| current.contains(a)).copied().collect()
+                    added
+                        .iter()
+                        .filter(|a| current.contains(a))
+                        .copied()
+                        .collect()
                 };
                 for a in still {
                     let mac = core.lock().dataplane.installed().get(&a).copied();
@@ -322,7 +326,10 @@ impl Announcer {
     }
 
     fn stop(&mut self) {
-        self.generation.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let mut core = self.core.lock();
         for a in core.dataplane.installed().keys() {
             if let IpAddr::V6(ip) = a.ip {

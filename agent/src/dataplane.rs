@@ -245,8 +245,7 @@ impl Dataplane {
     }
 
     fn zeroed<V: aya::Pod>(&self, v: V) -> Result<PerCpuValues<V>, DataplaneError> {
-        PerCpuValues::try_from(vec![v; self.cpus])
-            .map_err(|e| DataplaneError::Cpus(e.to_string()))
+        PerCpuValues::try_from(vec![v; self.cpus]).map_err(|e| DataplaneError::Cpus(e.to_string()))
     }
 
     /// Makes the maps hold exactly `desired`, touching only what differs, and returns what was

@@ -194,7 +194,11 @@ impl Collector for StatusCollector {
 /// Renders a status as the human table of `l2announcer status`.
 pub fn render_table(status: &Status) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<40} {:<16} {:<18} {:>10} {:>10}", "ADDRESS", "INTERFACE", "MAC", "REPLIES", "CONFLICTS");
+    let _ = writeln!(
+        out,
+        "{:<40} {:<16} {:<18} {:>10} {:>10}",
+        "ADDRESS", "INTERFACE", "MAC", "REPLIES", "CONFLICTS"
+    );
     for a in &status.announcements {
         let conflicts = match &a.conflict_mac {
             Some(mac) => format!("{} (last {mac})", a.conflicts),
@@ -222,7 +226,11 @@ pub fn render_table(status: &Status) -> String {
         let _ = writeln!(
             out,
             "  counters: {}",
-            if nonzero.is_empty() { "all zero".to_owned() } else { nonzero.join(" ") }
+            if nonzero.is_empty() {
+                "all zero".to_owned()
+            } else {
+                nonzero.join(" ")
+            }
         );
     }
     let _ = writeln!(

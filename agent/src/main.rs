@@ -82,10 +82,10 @@ struct StatusArgs {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -118,8 +118,14 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let groups = standalone::groups(&args.interfaces, &args.ips, &config)?;
     let defaults = Settings::default();
     let settings = Settings {
-        xdp_mode: args.xdp_mode.or(config.xdp_mode).unwrap_or(defaults.xdp_mode),
-        garp_count: args.garp_count.or(config.garp_count).unwrap_or(defaults.garp_count),
+        xdp_mode: args
+            .xdp_mode
+            .or(config.xdp_mode)
+            .unwrap_or(defaults.xdp_mode),
+        garp_count: args
+            .garp_count
+            .or(config.garp_count)
+            .unwrap_or(defaults.garp_count),
         garp_interval: args
             .garp_interval
             .or(config.garp_interval)
@@ -191,8 +197,10 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers, run until killed; the liveness fail-safe still covers it.
         return std::future::pending().await;
     };
@@ -203,9 +211,12 @@ async fn shutdown_signal() {
 }
 
 async fn show_status(args: StatusArgs) -> anyhow::Result<()> {
-    let body = http_get(args.addr, "/status")
-        .await
-        .with_context(|| format!("no l2announcer answering on {} (is it running? --addr)", args.addr))?;
+    let body = http_get(args.addr, "/status").await.with_context(|| {
+        format!(
+            "no l2announcer answering on {} (is it running? --addr)",
+            args.addr
+        )
+    })?;
     let status: Status = serde_json::from_str(&body).context("parsing the agent's status")?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
@@ -217,13 +228,21 @@ async fn show_status(args: StatusArgs) -> anyhow::Result<()> {
 /// A minimal HTTP/1.0 GET: the status client needs nothing more.
 async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await??;
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await??;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await?;
     let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await??;
-    let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await??;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
         bail!("{}: {}", head.lines().next().unwrap_or(""), body.trim());
     }

@@ -182,7 +182,10 @@ mod tests {
 
     #[test]
     fn bad_input_is_a_clear_error() {
-        assert!(serde_yaml::from_str::<Config>("groups: [{interfaces: [x], ips: [300.1.1.1]}]").is_err());
+        assert!(
+            serde_yaml::from_str::<Config>("groups: [{interfaces: [x], ips: [300.1.1.1]}]")
+                .is_err()
+        );
         assert!(serde_yaml::from_str::<Config>("bogus: 1").is_err());
         let c = Config::default();
         assert!(matches!(groups(&[], &[], &c), Err(ConfigError::Empty)));
