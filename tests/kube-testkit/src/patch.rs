@@ -29,9 +29,15 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
 /// Strategic merge patch: maps merge, `null` deletes, lists merge by key where the schema says
 /// so (otherwise they are replaced), and the `$patch`, `$deleteFromPrimitiveList/` and
 /// `$setElementOrder/` directives are honoured (the latter is accepted and ignored).
-pub fn strategic_merge(target: &mut Value, patch: &Value, schema: &Schema) -> Result<(), PatchError> {
+pub fn strategic_merge(
+    target: &mut Value,
+    patch: &Value,
+    schema: &Schema,
+) -> Result<(), PatchError> {
     if !patch.is_object() {
-        return Err(PatchError::Malformed("a strategic merge patch must be a JSON object".into()));
+        return Err(PatchError::Malformed(
+            "a strategic merge patch must be a JSON object".into(),
+        ));
     }
     merge_map(target, patch, schema, &mut Vec::new());
     Ok(())
@@ -62,7 +68,9 @@ fn merge_map(target: &mut Value, patch: &Value, schema: &Schema, path: &mut Vec<
     if !target.is_object() {
         *target = Value::Object(Default::default());
     }
-    let Some(tmap) = target.as_object_mut() else { return };
+    let Some(tmap) = target.as_object_mut() else {
+        return;
+    };
     for (k, pv) in pmap {
         if k == "$patch" || k == "$retainKeys" || k.starts_with("$setElementOrder/") {
             continue;
@@ -99,16 +107,30 @@ fn merge_map(target: &mut Value, patch: &Value, schema: &Schema, path: &mut Vec<
     }
 }
 
-fn merge_list(target: &mut Value, items: &[Value], kind: &ListKind, schema: &Schema, path: &mut Vec<String>) {
+fn merge_list(
+    target: &mut Value,
+    items: &[Value],
+    kind: &ListKind,
+    schema: &Schema,
+    path: &mut Vec<String>,
+) {
     let is_replace = |v: &Value| v.get("$patch").and_then(Value::as_str) == Some("replace");
     if items.iter().any(is_replace) {
-        *target = Value::Array(items.iter().filter(|v| !is_replace(v)).map(strip_directives).collect());
+        *target = Value::Array(
+            items
+                .iter()
+                .filter(|v| !is_replace(v))
+                .map(strip_directives)
+                .collect(),
+        );
         return;
     }
     if !target.is_array() {
         *target = Value::Array(Vec::new());
     }
-    let Some(cur) = target.as_array_mut() else { return };
+    let Some(cur) = target.as_array_mut() else {
+        return;
+    };
     match kind {
         ListKind::Atomic => *cur = items.iter().map(strip_directives).collect(),
         ListKind::Set => {
@@ -158,23 +180,41 @@ mod tests {
     #[test]
     fn json_patch_ops_and_failures() {
         let mut t = json!({"a": [1, 2], "b": "x"});
-        json_patch(&mut t, &json!([{"op": "add", "path": "/a/-", "value": 3},
+        json_patch(
+            &mut t,
+            &json!([{"op": "add", "path": "/a/-", "value": 3},
                                     {"op": "test", "path": "/b", "value": "x"},
-                                    {"op": "remove", "path": "/b"}])).unwrap();
+                                    {"op": "remove", "path": "/b"}]),
+        )
+        .unwrap();
         assert_eq!(t, json!({"a": [1, 2, 3]}));
-        assert!(matches!(json_patch(&mut t, &json!([{"op": "remove", "path": "/zz"}])), Err(PatchError::Failed(_))));
-        assert!(matches!(json_patch(&mut t, &json!({"op": 1})), Err(PatchError::Malformed(_))));
+        assert!(matches!(
+            json_patch(&mut t, &json!([{"op": "remove", "path": "/zz"}])),
+            Err(PatchError::Failed(_))
+        ));
+        assert!(matches!(
+            json_patch(&mut t, &json!({"op": 1})),
+            Err(PatchError::Malformed(_))
+        ));
     }
 
     #[test]
     fn strategic_merges_ports_by_key() {
         let mut t = json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443, "name": "https"}],
                                      "externalIPs": ["1.1.1.1"]}});
-        strategic_merge(&mut t, &json!({"spec": {"ports": [{"port": 80, "targetPort": 8080},
+        strategic_merge(
+            &mut t,
+            &json!({"spec": {"ports": [{"port": 80, "targetPort": 8080},
                                                          {"port": 443, "$patch": "delete"},
                                                          {"port": 53, "name": "dns"}],
-                                                "externalIPs": ["2.2.2.2"]}}), &svc()).unwrap();
-        assert_eq!(t["spec"]["ports"], json!([{"port": 80, "name": "http", "targetPort": 8080}, {"port": 53, "name": "dns"}]));
+                                                "externalIPs": ["2.2.2.2"]}}),
+            &svc(),
+        )
+        .unwrap();
+        assert_eq!(
+            t["spec"]["ports"],
+            json!([{"port": 80, "name": "http", "targetPort": 8080}, {"port": 53, "name": "dns"}])
+        );
         assert_eq!(t["spec"]["externalIPs"], json!(["2.2.2.2"]));
     }
 
@@ -185,7 +225,10 @@ mod tests {
         strategic_merge(&mut t, &json!({"metadata": {"finalizers": ["b"]},
             "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Other", "status": "True"}]}}), &svc()).unwrap();
         assert_eq!(t["metadata"]["finalizers"], json!(["a", "b"]));
-        assert_eq!(t["status"]["conditions"][0], json!({"type": "Ready", "status": "True"}));
+        assert_eq!(
+            t["status"]["conditions"][0],
+            json!({"type": "Ready", "status": "True"})
+        );
         assert_eq!(t["status"]["conditions"].as_array().unwrap().len(), 2);
         strategic_merge(&mut t, &json!({"$deleteFromPrimitiveList/metadata": [], "metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}), &svc()).unwrap();
         assert_eq!(t["metadata"]["finalizers"], json!(["b"]));
@@ -194,9 +237,17 @@ mod tests {
     #[test]
     fn strategic_replace_directives() {
         let mut t = json!({"spec": {"ports": [{"port": 80}], "selector": {"a": "1", "b": "2"}}});
-        strategic_merge(&mut t, &json!({"spec": {"ports": [{"$patch": "replace"}, {"port": 9}],
-                                                "selector": {"$patch": "replace", "c": "3"}}}), &svc()).unwrap();
-        assert_eq!(t, json!({"spec": {"ports": [{"port": 9}], "selector": {"c": "3"}}}));
+        strategic_merge(
+            &mut t,
+            &json!({"spec": {"ports": [{"$patch": "replace"}, {"port": 9}],
+                                                "selector": {"$patch": "replace", "c": "3"}}}),
+            &svc(),
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            json!({"spec": {"ports": [{"port": 9}], "selector": {"c": "3"}}})
+        );
         assert!(strategic_merge(&mut t, &json!([1]), &svc()).is_err());
     }
 }

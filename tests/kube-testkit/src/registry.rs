@@ -28,7 +28,11 @@ pub struct ResourceInfo {
 
 impl ResourceInfo {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// Objects are stored per group and resource, shared by all versions.
@@ -37,7 +41,11 @@ impl ResourceInfo {
     }
 
     pub fn schema(&self) -> Schema {
-        if self.custom { Schema::Custom(self.schema.clone()) } else { Schema::Builtin(self.plural.clone()) }
+        if self.custom {
+            Schema::Custom(self.schema.clone())
+        } else {
+            Schema::Builtin(self.plural.clone())
+        }
     }
 
     /// Whether `metadata.generation` is maintained (kinds with a spec/status split).
@@ -47,28 +55,149 @@ impl ResourceInfo {
 }
 
 const BUILTINS: &[(&str, &str, &str, &str, bool, &[&str], bool)] = &[
-    ("", "namespaces", "namespace", "Namespace", false, &["ns"], true),
+    (
+        "",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        &["ns"],
+        true,
+    ),
     ("", "services", "service", "Service", true, &["svc"], true),
     ("", "nodes", "node", "Node", false, &["no"], true),
     ("", "events", "event", "Event", true, &["ev"], false),
     ("", "secrets", "secret", "Secret", true, &[], false),
-    ("", "configmaps", "configmap", "ConfigMap", true, &["cm"], false),
-    ("", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], false),
+    (
+        "",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["cm"],
+        false,
+    ),
+    (
+        "",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        &["sa"],
+        false,
+    ),
     ("", "pods", "pod", "Pod", true, &["po"], true),
-    ("", "endpoints", "endpoints", "Endpoints", true, &["ep"], false),
-    ("discovery.k8s.io", "endpointslices", "endpointslice", "EndpointSlice", true, &[], false),
-    ("coordination.k8s.io", "leases", "lease", "Lease", true, &[], false),
-    ("events.k8s.io", "events", "event", "Event", true, &[], false),
-    ("rbac.authorization.k8s.io", "roles", "role", "Role", true, &[], false),
-    ("rbac.authorization.k8s.io", "rolebindings", "rolebinding", "RoleBinding", true, &[], false),
-    ("rbac.authorization.k8s.io", "clusterroles", "clusterrole", "ClusterRole", false, &[], false),
-    ("rbac.authorization.k8s.io", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, &[], false),
-    ("apiextensions.k8s.io", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, &["crd", "crds"], true),
-    ("apps", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], true),
-    ("apps", "deployments", "deployment", "Deployment", true, &["deploy"], true),
+    (
+        "",
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        true,
+        &["ep"],
+        false,
+    ),
+    (
+        "discovery.k8s.io",
+        "endpointslices",
+        "endpointslice",
+        "EndpointSlice",
+        true,
+        &[],
+        false,
+    ),
+    (
+        "coordination.k8s.io",
+        "leases",
+        "lease",
+        "Lease",
+        true,
+        &[],
+        false,
+    ),
+    (
+        "events.k8s.io",
+        "events",
+        "event",
+        "Event",
+        true,
+        &[],
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "roles",
+        "role",
+        "Role",
+        true,
+        &[],
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        false,
+    ),
+    (
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        "CustomResourceDefinition",
+        false,
+        &["crd", "crds"],
+        true,
+    ),
+    (
+        "apps",
+        "daemonsets",
+        "daemonset",
+        "DaemonSet",
+        true,
+        &["ds"],
+        true,
+    ),
+    (
+        "apps",
+        "deployments",
+        "deployment",
+        "Deployment",
+        true,
+        &["deploy"],
+        true,
+    ),
 ];
 
-const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// All served resources.
 #[derive(Debug, Clone)]
@@ -86,7 +215,10 @@ impl Default for Registry {
 
 impl Registry {
     pub fn builtin() -> Self {
-        let mut r = Registry { resources: BTreeMap::new(), groups: Vec::new() };
+        let mut r = Registry {
+            resources: BTreeMap::new(),
+            groups: Vec::new(),
+        };
         for (group, plural, singular, kind, namespaced, short, status) in BUILTINS {
             r.insert(ResourceInfo {
                 group: group.to_string(),
@@ -112,22 +244,37 @@ impl Registry {
                     versions.push(info.version.clone());
                 }
             }
-            None => self.groups.push((info.group.clone(), vec![info.version.clone()])),
+            None => self
+                .groups
+                .push((info.group.clone(), vec![info.version.clone()])),
         }
-        self.resources.insert((info.group.clone(), info.version.clone(), info.plural.clone()), info);
+        self.resources.insert(
+            (
+                info.group.clone(),
+                info.version.clone(),
+                info.plural.clone(),
+            ),
+            info,
+        );
     }
 
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceInfo> {
-        self.resources.get(&(group.to_string(), version.to_string(), plural.to_string()))
+        self.resources
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
     }
 
     /// Every served version of a stored resource.
     pub fn versions_of(&self, group: &str, plural: &str) -> Vec<&ResourceInfo> {
-        self.resources.values().filter(|r| r.group == group && r.plural == plural).collect()
+        self.resources
+            .values()
+            .filter(|r| r.group == group && r.plural == plural)
+            .collect()
     }
 
     pub fn has_group_version(&self, group: &str, version: &str) -> bool {
-        self.groups.iter().any(|(g, vs)| g == group && vs.iter().any(|v| v == version))
+        self.groups
+            .iter()
+            .any(|(g, vs)| g == group && vs.iter().any(|v| v == version))
     }
 
     /// Serves the resource a CRD defines (replacing what an earlier version of it defined).
@@ -136,10 +283,19 @@ impl Registry {
         let spec = &crd["spec"];
         let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
         let strings = |v: &Value| -> Vec<String> {
-            v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         let group = s(&spec["group"]);
-        let mut versions: Vec<&Value> = spec["versions"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+        let mut versions: Vec<&Value> = spec["versions"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
         // The storage version is preferred.
         versions.sort_by_key(|v| v["storage"].as_bool() != Some(true));
         for v in versions {
@@ -168,7 +324,8 @@ impl Registry {
     pub fn unregister_crd(&mut self, crd: &Value) {
         let group = crd["spec"]["group"].as_str().unwrap_or_default();
         let plural = crd["spec"]["names"]["plural"].as_str().unwrap_or_default();
-        self.resources.retain(|(g, _, p), _| !(g == group && p == plural));
+        self.resources
+            .retain(|(g, _, p), _| !(g == group && p == plural));
         let resources = &self.resources;
         for (g, versions) in self.groups.iter_mut().filter(|(g, _)| g == group) {
             versions.retain(|v| resources.keys().any(|(rg, rv, _)| rg == g && rv == v));
@@ -183,21 +340,30 @@ impl Registry {
     }
 
     fn group_json(group: &str, versions: &[String]) -> Value {
-        let vs: Vec<Value> =
-            versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+        let vs: Vec<Value> = versions
+            .iter()
+            .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+            .collect();
         json!({"name": group, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
     }
 
     /// `GET /apis`
     pub fn api_group_list(&self) -> Value {
-        let groups: Vec<Value> =
-            self.groups.iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| Self::group_json(g, vs)).collect();
+        let groups: Vec<Value> = self
+            .groups
+            .iter()
+            .filter(|(g, _)| !g.is_empty())
+            .map(|(g, vs)| Self::group_json(g, vs))
+            .collect();
         json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
     }
 
     /// `GET /apis/<group>`
     pub fn api_group(&self, group: &str) -> Option<Value> {
-        let (g, vs) = self.groups.iter().find(|(g, _)| g == group && !g.is_empty())?;
+        let (g, vs) = self
+            .groups
+            .iter()
+            .find(|(g, _)| g == group && !g.is_empty())?;
         let mut v = Self::group_json(g, vs);
         v["kind"] = json!("APIGroup");
         v["apiVersion"] = json!("v1");
@@ -210,7 +376,11 @@ impl Registry {
             return None;
         }
         let mut list = Vec::new();
-        for r in self.resources.values().filter(|r| r.group == group && r.version == version) {
+        for r in self
+            .resources
+            .values()
+            .filter(|r| r.group == group && r.version == version)
+        {
             let mut res = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
                                  "kind": r.kind, "verbs": VERBS});
             if !r.short_names.is_empty() {
@@ -225,8 +395,14 @@ impl Registry {
                                  "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
             }
         }
-        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-        Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
+        let gv = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+        )
     }
 }
 
@@ -241,19 +417,49 @@ pub fn crd_problems(crd: &Value) -> Vec<(String, String)> {
             errs.push((f.to_string(), m.to_string()));
         }
     };
-    need(!group.is_empty() && group.contains('.'), "spec.group", "Invalid value: should be a domain with at least one dot");
-    need(!plural.is_empty() && crate::util::is_dns_label(plural), "spec.names.plural", "Invalid value: must be a lowercase DNS label");
-    need(spec["names"]["kind"].as_str().is_some_and(|k| !k.is_empty()), "spec.names.kind", "Required value");
-    need(matches!(spec["scope"].as_str(), Some("Namespaced" | "Cluster")), "spec.scope", "Unsupported value: must be Namespaced or Cluster");
-    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
-    need(!versions.is_empty(), "spec.versions", "Invalid value: must have exactly one version marked as storage version");
     need(
-        versions.iter().filter(|v| v["storage"].as_bool() == Some(true)).count() == 1,
+        !group.is_empty() && group.contains('.'),
+        "spec.group",
+        "Invalid value: should be a domain with at least one dot",
+    );
+    need(
+        !plural.is_empty() && crate::util::is_dns_label(plural),
+        "spec.names.plural",
+        "Invalid value: must be a lowercase DNS label",
+    );
+    need(
+        spec["names"]["kind"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty()),
+        "spec.names.kind",
+        "Required value",
+    );
+    need(
+        matches!(spec["scope"].as_str(), Some("Namespaced" | "Cluster")),
+        "spec.scope",
+        "Unsupported value: must be Namespaced or Cluster",
+    );
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    need(
+        !versions.is_empty(),
+        "spec.versions",
+        "Invalid value: must have exactly one version marked as storage version",
+    );
+    need(
+        versions
+            .iter()
+            .filter(|v| v["storage"].as_bool() == Some(true))
+            .count()
+            == 1,
         "spec.versions",
         "Invalid value: must have exactly one version marked as storage version",
     );
     let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-    need(name == format!("{plural}.{group}"), "metadata.name", "Invalid value: must be spec.names.plural+\".\"+spec.group");
+    need(
+        name == format!("{plural}.{group}"),
+        "metadata.name",
+        "Invalid value: must be spec.names.plural+\".\"+spec.group",
+    );
     errs
 }
 
@@ -272,10 +478,25 @@ mod tests {
     fn builtin_discovery() {
         let r = Registry::builtin();
         let core = r.api_resource_list("", "v1").unwrap();
-        let names: Vec<&str> = core["resources"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
-        assert!(names.contains(&"services") && names.contains(&"services/status") && names.contains(&"configmaps"));
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"services")
+                && names.contains(&"services/status")
+                && names.contains(&"configmaps")
+        );
         let groups = r.api_group_list();
-        assert!(groups["groups"].as_array().unwrap().iter().any(|g| g["name"] == "coordination.k8s.io"));
+        assert!(
+            groups["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["name"] == "coordination.k8s.io")
+        );
         assert!(r.lookup("apps", "v1", "daemonsets").unwrap().namespaced);
         assert!(r.api_resource_list("apps", "v2").is_none());
     }
@@ -288,7 +509,10 @@ mod tests {
         let v1 = r.lookup("example.io", "v1", "pools").unwrap();
         assert!(v1.custom && v1.status && !v1.namespaced);
         assert!(!r.lookup("example.io", "v1alpha1", "pools").unwrap().status);
-        assert_eq!(r.api_group("example.io").unwrap()["preferredVersion"]["version"], "v1");
+        assert_eq!(
+            r.api_group("example.io").unwrap()["preferredVersion"]["version"],
+            "v1"
+        );
         r.unregister_crd(&crd());
         assert!(r.lookup("example.io", "v1", "pools").is_none());
         assert!(r.api_group("example.io").is_none());

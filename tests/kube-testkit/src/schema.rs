@@ -30,9 +30,11 @@ fn keys(k: &[&str]) -> ListKind {
 
 fn pod_spec_list_kind(rest: &str) -> Option<ListKind> {
     Some(match rest {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "imagePullSecrets" => {
-            keys(&["name"])
-        }
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets" => keys(&["name"]),
         "containers.ports" | "initContainers.ports" => keys(&["containerPort", "protocol"]),
         "containers.env" | "initContainers.env" => keys(&["name"]),
         "containers.volumeMounts" | "initContainers.volumeMounts" => keys(&["mountPath"]),
@@ -47,7 +49,9 @@ fn builtin_list_kind(plural: &str, path: &[&str]) -> ListKind {
         ("services", "spec.ports") => Some(keys(&["port", "protocol"])),
         ("nodes", "status.addresses") => Some(keys(&["type"])),
         ("serviceaccounts", "secrets" | "imagePullSecrets") => Some(keys(&["name"])),
-        ("daemonsets" | "deployments", p) => p.strip_prefix("spec.template.spec.").and_then(pod_spec_list_kind),
+        ("daemonsets" | "deployments", p) => p
+            .strip_prefix("spec.template.spec.")
+            .and_then(pod_spec_list_kind),
         ("pods", p) => p.strip_prefix("spec.").and_then(pod_spec_list_kind),
         _ => None,
     };
@@ -86,12 +90,18 @@ impl Schema {
             Schema::Builtin(plural) => builtin_list_kind(plural, path),
             Schema::Custom(None) => ListKind::Atomic,
             Schema::Custom(Some(root)) => {
-                let Some(node) = crd_node(root, path) else { return ListKind::Atomic };
+                let Some(node) = crd_node(root, path) else {
+                    return ListKind::Atomic;
+                };
                 match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
                     Some("map") => ListKind::Map(
                         node.get("x-kubernetes-list-map-keys")
                             .and_then(Value::as_array)
-                            .map(|a| a.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|k| k.as_str().map(String::from))
+                                    .collect()
+                            })
                             .unwrap_or_default(),
                     ),
                     Some("set") => ListKind::Set,
@@ -110,7 +120,10 @@ pub fn validate_custom(schema: &Value, obj: &mut Value) -> Vec<(String, String)>
         return vec![(String::new(), "must be an object".into())];
     };
     let props = schema.get("properties");
-    let preserve = schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
+    let preserve = schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true);
     let keys: Vec<String> = map.keys().cloned().collect();
     for k in keys {
         if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
@@ -128,7 +141,13 @@ pub fn validate_custom(schema: &Value, obj: &mut Value) -> Vec<(String, String)>
             }
         }
     }
-    apply_defaults_and_required(schema, map, "", &mut errs, &["apiVersion", "kind", "metadata"]);
+    apply_defaults_and_required(
+        schema,
+        map,
+        "",
+        &mut errs,
+        &["apiVersion", "kind", "metadata"],
+    );
     errs
 }
 
@@ -159,7 +178,11 @@ fn apply_defaults_and_required(
 }
 
 fn join(path: &str, k: &str) -> String {
-    if path.is_empty() { k.to_string() } else { format!("{path}.{k}") }
+    if path.is_empty() {
+        k.to_string()
+    } else {
+        format!("{path}.{k}")
+    }
 }
 
 fn type_ok(ty: &str, v: &Value) -> bool {
@@ -175,10 +198,16 @@ fn type_ok(ty: &str, v: &Value) -> bool {
 }
 
 fn walk(schema: &Value, v: &mut Value, path: &str, errs: &mut Vec<(String, String)>) {
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
     if int_or_string {
         if !(v.is_string() || v.is_i64() || v.is_u64()) {
-            errs.push((path.into(), format!("Invalid value: {v}: must be an integer or a string")));
+            errs.push((
+                path.into(),
+                format!("Invalid value: {v}: must be an integer or a string"),
+            ));
         }
         return;
     }
@@ -191,14 +220,23 @@ fn walk(schema: &Value, v: &mut Value, path: &str, errs: &mut Vec<(String, Strin
     if let Some(ty) = schema.get("type").and_then(Value::as_str)
         && !type_ok(ty, v)
     {
-        errs.push((path.into(), format!("Invalid value: {v}: {path} in body must be of type {ty}")));
+        errs.push((
+            path.into(),
+            format!("Invalid value: {v}: {path} in body must be of type {ty}"),
+        ));
         return;
     }
     if let Some(en) = schema.get("enum").and_then(Value::as_array)
         && !en.contains(v)
     {
         let allowed: Vec<String> = en.iter().map(Value::to_string).collect();
-        errs.push((path.into(), format!("Unsupported value: {v}: supported values: {}", allowed.join(", "))));
+        errs.push((
+            path.into(),
+            format!(
+                "Unsupported value: {v}: supported values: {}",
+                allowed.join(", ")
+            ),
+        ));
     }
     let num = |k: &str| schema.get(k).and_then(Value::as_f64);
     if let Some(x) = v.as_f64() {
@@ -209,13 +247,18 @@ fn walk(schema: &Value, v: &mut Value, path: &str, errs: &mut Vec<(String, Strin
     if let Some(s) = v.as_str() {
         let len = s.chars().count() as f64;
         if num("minLength").is_some_and(|m| len < m) || num("maxLength").is_some_and(|m| len > m) {
-            errs.push((path.into(), format!("Invalid value: {v}: length out of range")));
+            errs.push((
+                path.into(),
+                format!("Invalid value: {v}: length out of range"),
+            ));
         }
     }
     match v {
         Value::Object(map) => {
-            let preserve =
-                schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
+            let preserve = schema
+                .get("x-kubernetes-preserve-unknown-fields")
+                .and_then(Value::as_bool)
+                == Some(true);
             let props = schema.get("properties");
             let additional = schema.get("additionalProperties").filter(|a| a.is_object());
             let keys: Vec<String> = map.keys().cloned().collect();
@@ -227,7 +270,8 @@ fn walk(schema: &Value, v: &mut Value, path: &str, errs: &mut Vec<(String, Strin
                             walk(sub, child, &join(path, &k), errs);
                         }
                     }
-                    None if preserve || schema.get("additionalProperties") == Some(&Value::Bool(true)) => {}
+                    None if preserve
+                        || schema.get("additionalProperties") == Some(&Value::Bool(true)) => {}
                     None => {
                         map.remove(&k);
                     }
@@ -257,13 +301,22 @@ mod tests {
     #[test]
     fn builtin_list_kinds() {
         let svc = Schema::Builtin("services".into());
-        assert_eq!(svc.list_kind(&["spec", "ports"]), keys(&["port", "protocol"]));
+        assert_eq!(
+            svc.list_kind(&["spec", "ports"]),
+            keys(&["port", "protocol"])
+        );
         assert_eq!(svc.list_kind(&["status", "conditions"]), keys(&["type"]));
         assert_eq!(svc.list_kind(&["metadata", "finalizers"]), ListKind::Set);
         assert_eq!(svc.list_kind(&["spec", "externalIPs"]), ListKind::Atomic);
         let ds = Schema::Builtin("daemonsets".into());
-        assert_eq!(ds.list_kind(&["spec", "template", "spec", "containers"]), keys(&["name"]));
-        assert_eq!(ds.list_kind(&["spec", "template", "spec", "containers", "env"]), keys(&["name"]));
+        assert_eq!(
+            ds.list_kind(&["spec", "template", "spec", "containers"]),
+            keys(&["name"])
+        );
+        assert_eq!(
+            ds.list_kind(&["spec", "template", "spec", "containers", "env"]),
+            keys(&["name"])
+        );
     }
 
     fn crd_schema() -> Value {

@@ -45,7 +45,13 @@ fn split_top_level(s: &str) -> Vec<&str> {
 
 fn parse_set(rest: &str) -> Option<Vec<String>> {
     let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
 }
 
 fn parse_requirement(req: &str) -> Result<(String, LabelOp), ApiError> {
@@ -58,7 +64,9 @@ fn parse_requirement(req: &str) -> Result<(String, LabelOp), ApiError> {
         }
         return Ok((key.to_string(), LabelOp::NotExists));
     }
-    let key_end = req.find(|c: char| c.is_whitespace() || "=!<>(".contains(c)).unwrap_or(req.len());
+    let key_end = req
+        .find(|c: char| c.is_whitespace() || "=!<>(".contains(c))
+        .unwrap_or(req.len());
     let key = req[..key_end].to_string();
     if key.is_empty() {
         return Err(bad());
@@ -91,7 +99,10 @@ impl LabelSelector {
         if s.trim().is_empty() {
             return Ok(Self::default());
         }
-        let reqs = split_top_level(s).into_iter().map(parse_requirement).collect::<Result<_, _>>()?;
+        let reqs = split_top_level(s)
+            .into_iter()
+            .map(parse_requirement)
+            .collect::<Result<_, _>>()?;
         Ok(LabelSelector { reqs })
     }
 
@@ -107,8 +118,12 @@ impl LabelSelector {
                 LabelOp::NotEquals(x) => v != Some(x.as_str()),
                 LabelOp::In(set) => v.is_some_and(|v| set.iter().any(|s| s == v)),
                 LabelOp::NotIn(set) => !v.is_some_and(|v| set.iter().any(|s| s == v)),
-                LabelOp::Gt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
-                LabelOp::Lt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
+                LabelOp::Gt(n) => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|v| v > *n),
+                LabelOp::Lt(n) => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|v| v < *n),
             }
         })
     }
@@ -132,7 +147,9 @@ impl FieldSelector {
             } else if let Some((p, v)) = part.split_once('=') {
                 (p, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid field selector: {part:?}")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector: {part:?}"
+                )));
             };
             reqs.push((path.trim().to_string(), eq, value.trim().to_string()));
         }
@@ -140,12 +157,17 @@ impl FieldSelector {
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        self.reqs.iter().all(|(path, eq, value)| (field_as_string(obj, path) == *value) == *eq)
+        self.reqs
+            .iter()
+            .all(|(path, eq, value)| (field_as_string(obj, path) == *value) == *eq)
     }
 
     /// The name this selector pins (`metadata.name=x`), used by RBAC `resourceNames`.
     pub fn pinned_name(&self) -> Option<&str> {
-        self.reqs.iter().find(|(p, eq, _)| *eq && p == "metadata.name").map(|(_, _, v)| v.as_str())
+        self.reqs
+            .iter()
+            .find(|(p, eq, _)| *eq && p == "metadata.name")
+            .map(|(_, _, v)| v.as_str())
     }
 }
 
@@ -202,6 +224,11 @@ mod tests {
         assert!(m("metadata.name!=b"));
         assert!(m("spec.nodeName=n1"));
         assert!(FieldSelector::parse("bogus").is_err());
-        assert_eq!(FieldSelector::parse("metadata.name=a").unwrap().pinned_name(), Some("a"));
+        assert_eq!(
+            FieldSelector::parse("metadata.name=a")
+                .unwrap()
+                .pinned_name(),
+            Some("a")
+        );
     }
 }

@@ -33,7 +33,9 @@ impl Scope {
     }
 
     fn includes(self, path: &FieldPath) -> bool {
-        path.first().and_then(|e| e.strip_prefix("f:")).is_some_and(|k| self.includes_top(k))
+        path.first()
+            .and_then(|e| e.strip_prefix("f:"))
+            .is_some_and(|k| self.includes_top(k))
     }
 
     fn subresource(self) -> &'static str {
@@ -49,7 +51,9 @@ const OWNED_METADATA: [&str; 4] = ["labels", "annotations", "finalizers", "owner
 /// The leaf fields set in `obj` within `scope`.
 pub fn leaf_fields(obj: &Value, schema: &Schema, scope: Scope) -> FieldSet {
     let mut out = FieldSet::new();
-    let Some(map) = obj.as_object() else { return out };
+    let Some(map) = obj.as_object() else {
+        return out;
+    };
     for (k, v) in map {
         if !scope.includes_top(k) {
             continue;
@@ -81,7 +85,13 @@ fn item_key(item: &Value, keys: &[String]) -> String {
     format!("k:{}", Value::Object(m))
 }
 
-fn collect(v: &Value, schema: &Schema, names: &mut Vec<String>, elems: &mut FieldPath, out: &mut FieldSet) {
+fn collect(
+    v: &Value,
+    schema: &Schema,
+    names: &mut Vec<String>,
+    elems: &mut FieldPath,
+    out: &mut FieldSet,
+) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, c) in m {
@@ -134,7 +144,8 @@ fn collect(v: &Value, schema: &Schema, names: &mut Vec<String>, elems: &mut Fiel
 fn find_item<'a>(arr: &'a [Value], elem: &str) -> Option<usize> {
     if let Some(k) = elem.strip_prefix("k:") {
         let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-        arr.iter().position(|item| key.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))
+        arr.iter()
+            .position(|item| key.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))
     } else if let Some(v) = elem.strip_prefix("v:") {
         let val: Value = serde_json::from_str(v).ok()?;
         arr.iter().position(|item| *item == val)
@@ -164,7 +175,9 @@ pub fn get_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 /// Removes the field (or list item, for paths ending in `.`, `k:` or `v:`) at a path.
 pub fn remove_at(v: &mut Value, path: &[String]) {
     let path: Vec<&String> = path.iter().filter(|e| *e != ".").collect();
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = v;
     for e in parents {
         let next = match e.strip_prefix("f:") {
@@ -205,7 +218,9 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
         let mut cur = &mut root;
         for e in path {
             let Some(m) = cur.as_object_mut() else { break };
-            cur = m.entry(e.clone()).or_insert_with(|| Value::Object(Map::new()));
+            cur = m
+                .entry(e.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
         }
     }
     root
@@ -245,12 +260,21 @@ pub struct Managed {
 }
 
 pub fn read_managed(obj: &Value) -> Vec<Managed> {
-    let Some(list) = obj.get("metadata").and_then(|m| m.get("managedFields")).and_then(Value::as_array) else {
+    let Some(list) = obj
+        .get("metadata")
+        .and_then(|m| m.get("managedFields"))
+        .and_then(Value::as_array)
+    else {
         return Vec::new();
     };
     list.iter()
         .map(|e| {
-            let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let s = |k: &str| {
+                e.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             Managed {
                 manager: s("manager"),
                 operation: s("operation"),
@@ -300,7 +324,12 @@ pub fn render_path(path: &[String]) -> String {
             s.push_str(n);
         } else if let Some(k) = e.strip_prefix("k:") {
             let inner = serde_json::from_str::<Map<String, Value>>(k)
-                .map(|m| m.iter().map(|(a, b)| format!("{a}={b}")).collect::<Vec<_>>().join(","))
+                .map(|m| {
+                    m.iter()
+                        .map(|(a, b)| format!("{a}={b}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
                 .unwrap_or_default();
             s.push_str(&format!("[{inner}]"));
         } else if let Some(v) = e.strip_prefix("v:") {
@@ -319,7 +348,9 @@ pub fn merge_config(target: &mut Value, cfg: &Value, schema: &Schema, names: &mu
     };
     for (k, cv) in cmap {
         names.push(k.clone());
-        let Some(tmap) = target.as_object_mut() else { return };
+        let Some(tmap) = target.as_object_mut() else {
+            return;
+        };
         let entry = tmap.entry(k.clone()).or_insert(Value::Null);
         match cv {
             Value::Object(_) if entry.is_object() => merge_config(entry, cv, schema, names),
@@ -338,7 +369,9 @@ pub fn merge_config(target: &mut Value, cfg: &Value, schema: &Schema, names: &mu
                         }
                         ListKind::Map(keys) => {
                             for item in items {
-                                let pos = cur.iter().position(|c| keys.iter().all(|key| c.get(key) == item.get(key)));
+                                let pos = cur.iter().position(|c| {
+                                    keys.iter().all(|key| c.get(key) == item.get(key))
+                                });
                                 match pos {
                                     Some(i) => merge_config(&mut cur[i], item, schema, names),
                                     None => cur.push(item.clone()),
@@ -369,14 +402,18 @@ pub fn apply(
     let cfg_fields = leaf_fields(config, schema, scope);
     let mut managed = read_managed(live);
     let sub = scope.subresource();
-    let is_me = |e: &Managed| e.manager == manager && e.operation == "Apply" && e.subresource == sub;
+    let is_me =
+        |e: &Managed| e.manager == manager && e.operation == "Apply" && e.subresource == sub;
 
     let mut conflicts = Vec::new();
     let mut taken: FieldSet = FieldSet::new();
     for e in managed.iter().filter(|e| !is_me(e)) {
         for p in e.fields.intersection(&cfg_fields) {
             if get_at(live, p) != get_at(config, p) {
-                conflicts.push(Conflict { manager: e.manager.clone(), field: render_path(p) });
+                conflicts.push(Conflict {
+                    manager: e.manager.clone(),
+                    field: render_path(p),
+                });
                 taken.insert(p.clone());
             }
         }
@@ -389,7 +426,11 @@ pub fn apply(
     }
 
     let mut out = live.clone();
-    let previous: FieldSet = managed.iter().filter(|e| is_me(e)).flat_map(|e| e.fields.iter().cloned()).collect();
+    let previous: FieldSet = managed
+        .iter()
+        .filter(|e| is_me(e))
+        .flat_map(|e| e.fields.iter().cloned())
+        .collect();
     let mut removed: Vec<&FieldPath> = previous.difference(&cfg_fields).collect();
     removed.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in removed {
@@ -450,13 +491,17 @@ pub fn track_update(
     let mut managed = old.map(read_managed).unwrap_or_default();
     let sub = scope.subresource();
     for e in managed.iter_mut() {
-        e.fields.retain(|p| !scope.includes(p) || new_fields.contains(p));
+        e.fields
+            .retain(|p| !scope.includes(p) || new_fields.contains(p));
         if !(e.manager == manager && e.operation == "Update" && e.subresource == sub) {
             e.fields.retain(|p| !changed.contains(p));
         }
     }
     if !changed.is_empty() {
-        match managed.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub) {
+        match managed
+            .iter_mut()
+            .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub)
+        {
             Some(e) => {
                 e.fields.extend(changed);
                 e.time = now.into();
@@ -481,7 +526,9 @@ mod tests {
     fn schema() -> Schema {
         Schema::Builtin("services".into())
     }
-    const MAIN: Scope = Scope::Main { exclude_status: true };
+    const MAIN: Scope = Scope::Main {
+        exclude_status: true,
+    };
 
     #[test]
     fn fields_v1_round_trip() {
@@ -490,10 +537,22 @@ mod tests {
                          "status": {"x": 1}});
         let f = leaf_fields(&obj, &schema(), MAIN);
         assert!(f.contains(&vec!["f:metadata".into(), "f:labels".into(), "f:x".into()]));
-        assert!(f.contains(&vec!["f:spec".into(), "f:ports".into(), "k:{\"port\":80,\"protocol\":\"TCP\"}".into(), ".".into()]));
-        assert!(f.contains(&vec!["f:metadata".into(), "f:finalizers".into(), "v:\"f\"".into()]));
+        assert!(f.contains(&vec![
+            "f:spec".into(),
+            "f:ports".into(),
+            "k:{\"port\":80,\"protocol\":\"TCP\"}".into(),
+            ".".into()
+        ]));
+        assert!(f.contains(&vec![
+            "f:metadata".into(),
+            "f:finalizers".into(),
+            "v:\"f\"".into()
+        ]));
         assert!(!f.iter().any(|p| p[0] == "f:status"));
-        assert!(!f.iter().any(|p| p.get(1).map(String::as_str) == Some("f:name")));
+        assert!(
+            !f.iter()
+                .any(|p| p.get(1).map(String::as_str) == Some("f:name"))
+        );
         assert_eq!(from_fields_v1(&to_fields_v1(&f)), f);
         for p in &f {
             assert!(get_at(&obj, p).is_some(), "{p:?}");
@@ -506,43 +565,155 @@ mod tests {
                       &json!({"metadata": {"name": "s"}, "spec": {"type": "ClusterIP", "ports": [{"port": 80, "protocol": "TCP"}]}}),
                       "a", false, &schema(), MAIN, "v1", "t").unwrap();
         // b sets the same value: shared ownership, no conflict.
-        let b = apply(&a, &json!({"spec": {"type": "ClusterIP"}}), "b", false, &schema(), MAIN, "v1", "t").unwrap();
+        let b = apply(
+            &a,
+            &json!({"spec": {"type": "ClusterIP"}}),
+            "b",
+            false,
+            &schema(),
+            MAIN,
+            "v1",
+            "t",
+        )
+        .unwrap();
         // b changes it: conflict with a.
-        let err = apply(&b, &json!({"spec": {"type": "LoadBalancer"}}), "b", false, &schema(), MAIN, "v1", "t").unwrap_err();
-        assert_eq!(err, vec![Conflict { manager: "a".into(), field: ".spec.type".into() }]);
-        let forced = apply(&b, &json!({"spec": {"type": "LoadBalancer"}}), "b", true, &schema(), MAIN, "v1", "t").unwrap();
+        let err = apply(
+            &b,
+            &json!({"spec": {"type": "LoadBalancer"}}),
+            "b",
+            false,
+            &schema(),
+            MAIN,
+            "v1",
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            vec![Conflict {
+                manager: "a".into(),
+                field: ".spec.type".into()
+            }]
+        );
+        let forced = apply(
+            &b,
+            &json!({"spec": {"type": "LoadBalancer"}}),
+            "b",
+            true,
+            &schema(),
+            MAIN,
+            "v1",
+            "t",
+        )
+        .unwrap();
         assert_eq!(forced["spec"]["type"], "LoadBalancer");
         let m = read_managed(&forced);
         let a_fields = &m.iter().find(|e| e.manager == "a").unwrap().fields;
         assert!(!a_fields.contains(&vec!["f:spec".to_string(), "f:type".to_string()]));
         // a now drops ports from its config: they disappear (nobody else owns them).
-        let dropped = apply(&forced, &json!({"spec": {}}), "a", false, &schema(), MAIN, "v1", "t").unwrap();
-        assert!(dropped["spec"].get("ports").map_or(true, |p| p.as_array().unwrap().is_empty()), "{dropped}");
+        let dropped = apply(
+            &forced,
+            &json!({"spec": {}}),
+            "a",
+            false,
+            &schema(),
+            MAIN,
+            "v1",
+            "t",
+        )
+        .unwrap();
+        assert!(
+            dropped["spec"]
+                .get("ports")
+                .map_or(true, |p| p.as_array().unwrap().is_empty()),
+            "{dropped}"
+        );
         assert_eq!(dropped["spec"]["type"], "LoadBalancer");
     }
 
     #[test]
     fn keyed_items_merge_and_remove() {
-        let live = apply(&json!({}), &json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "a"}]}}),
-                         "a", false, &schema(), MAIN, "v1", "t").unwrap();
-        let both = apply(&live, &json!({"spec": {"ports": [{"port": 53, "protocol": "UDP", "name": "b"}]}}),
-                         "b", false, &schema(), MAIN, "v1", "t").unwrap();
+        let live = apply(
+            &json!({}),
+            &json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "a"}]}}),
+            "a",
+            false,
+            &schema(),
+            MAIN,
+            "v1",
+            "t",
+        )
+        .unwrap();
+        let both = apply(
+            &live,
+            &json!({"spec": {"ports": [{"port": 53, "protocol": "UDP", "name": "b"}]}}),
+            "b",
+            false,
+            &schema(),
+            MAIN,
+            "v1",
+            "t",
+        )
+        .unwrap();
         assert_eq!(both["spec"]["ports"].as_array().unwrap().len(), 2);
-        let only_b = apply(&both, &json!({"spec": {}}), "a", false, &schema(), MAIN, "v1", "t").unwrap();
-        assert_eq!(only_b["spec"]["ports"], json!([{"port": 53, "protocol": "UDP", "name": "b"}]));
+        let only_b = apply(
+            &both,
+            &json!({"spec": {}}),
+            "a",
+            false,
+            &schema(),
+            MAIN,
+            "v1",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            only_b["spec"]["ports"],
+            json!([{"port": 53, "protocol": "UDP", "name": "b"}])
+        );
     }
 
     #[test]
     fn updates_take_ownership() {
-        let live = apply(&json!({}), &json!({"spec": {"type": "ClusterIP"}}), "a", false, &schema(), MAIN, "v1", "t").unwrap();
+        let live = apply(
+            &json!({}),
+            &json!({"spec": {"type": "ClusterIP"}}),
+            "a",
+            false,
+            &schema(),
+            MAIN,
+            "v1",
+            "t",
+        )
+        .unwrap();
         let mut new = live.clone();
         new["spec"]["type"] = json!("NodePort");
-        track_update(Some(&live), &mut new, "kubectl-edit", &schema(), MAIN, "v1", "t");
+        track_update(
+            Some(&live),
+            &mut new,
+            "kubectl-edit",
+            &schema(),
+            MAIN,
+            "v1",
+            "t",
+        );
         let m = read_managed(&new);
         assert_eq!(m.len(), 1, "{m:?}");
         assert_eq!(m[0].manager, "kubectl-edit");
         // Now a re-applies its value: conflict with kubectl-edit.
-        assert!(apply(&new, &json!({"spec": {"type": "ClusterIP"}}), "a", false, &schema(), MAIN, "v1", "t").is_err());
+        assert!(
+            apply(
+                &new,
+                &json!({"spec": {"type": "ClusterIP"}}),
+                "a",
+                false,
+                &schema(),
+                MAIN,
+                "v1",
+                "t"
+            )
+            .is_err()
+        );
     }
 
     #[test]

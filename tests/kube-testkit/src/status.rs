@@ -14,7 +14,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn with_details(mut self, group: &str, resource: &str, name: &str) -> Self {
@@ -24,28 +29,45 @@ impl ApiError {
 
     /// `resource.group` as the API server spells a group resource in messages.
     fn qualified(group: &str, resource: &str) -> String {
-        if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+        if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
+        }
     }
 
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
         let gr = Self::qualified(group, resource);
-        Self::new(404, "NotFound", format!("{gr} \"{name}\" not found")).with_details(group, resource, name)
+        Self::new(404, "NotFound", format!("{gr} \"{name}\" not found"))
+            .with_details(group, resource, name)
     }
 
     pub fn no_route() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
         let gr = Self::qualified(group, resource);
-        Self::new(409, "AlreadyExists", format!("{gr} \"{name}\" already exists"))
-            .with_details(group, resource, name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{gr} \"{name}\" already exists"),
+        )
+        .with_details(group, resource, name)
     }
 
     pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Self {
         let gr = Self::qualified(group, resource);
-        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {gr} \"{name}\": {why}"))
-            .with_details(group, resource, name)
+        Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {gr} \"{name}\": {why}"),
+        )
+        .with_details(group, resource, name)
     }
 
     pub fn stale(group: &str, resource: &str, name: &str) -> Self {
@@ -86,7 +108,11 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     pub fn gone(message: impl Into<String>) -> Self {
@@ -97,7 +123,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type:?})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type:?})"
+            ),
         )
     }
 
@@ -145,10 +173,18 @@ mod tests {
 
     #[test]
     fn invalid_lists_causes() {
-        let e = ApiError::invalid("", "ConfigMap", "X", &[("metadata.name".into(), "bad".into())]);
+        let e = ApiError::invalid(
+            "",
+            "ConfigMap",
+            "X",
+            &[("metadata.name".into(), "bad".into())],
+        );
         assert_eq!(e.code, 422);
         let s = e.to_status();
         assert_eq!(s["details"]["causes"][0]["field"], "metadata.name");
-        assert_eq!(s["message"], "ConfigMap \"X\" is invalid: metadata.name: bad");
+        assert_eq!(
+            s["message"],
+            "ConfigMap \"X\" is invalid: metadata.name: bad"
+        );
     }
 }

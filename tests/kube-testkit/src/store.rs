@@ -96,7 +96,12 @@ struct Watcher {
 impl Watcher {
     /// The event this watcher sees for a change (label/field selection turns modifications
     /// into ADDED/DELETED as objects enter or leave the selection).
-    fn event_for(&self, ty: &'static str, old: Option<&Value>, new: &Value) -> Option<(&'static str, Value)> {
+    fn event_for(
+        &self,
+        ty: &'static str,
+        old: Option<&Value>,
+        new: &Value,
+    ) -> Option<(&'static str, Value)> {
         let now = self.selection.matches(new);
         let before = old.is_some_and(|o| self.selection.matches(o));
         let ty = match (ty, before, now) {
@@ -116,10 +121,6 @@ fn render(obj: &Value, api_version: &str, kind: &str) -> Value {
     o["apiVersion"] = json!(api_version);
     o["kind"] = json!(kind);
     o
-}
-
-fn rv_of(obj: &Value) -> u64 {
-    meta_str(obj, "resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 fn obj_key(obj: &Value) -> ObjKey {
@@ -157,7 +158,12 @@ fn crd_status(crd: &Value) -> Value {
     let now = util::now();
     let storage: Vec<Value> = crd["spec"]["versions"]
         .as_array()
-        .map(|vs| vs.iter().filter(|v| v["storage"].as_bool() == Some(true)).map(|v| v["name"].clone()).collect())
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v["storage"].as_bool() == Some(true))
+                .map(|v| v["name"].clone())
+                .collect()
+        })
         .unwrap_or_default();
     json!({
         "conditions": [
@@ -174,7 +180,11 @@ fn crd_status(crd: &Value) -> Value {
 fn validate(ri: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     let name = meta_str(obj, "name").unwrap_or_default().to_string();
     let mut causes: Vec<(String, String)> = Vec::new();
-    let name_ok = if ri.plural == "namespaces" { util::is_dns_label(&name) } else { util::is_dns_subdomain(&name) };
+    let name_ok = if ri.plural == "namespaces" {
+        util::is_dns_label(&name)
+    } else {
+        util::is_dns_subdomain(&name)
+    };
     if !name_ok && !(ri.plural == "nodes" && !name.is_empty()) {
         causes.push(("metadata.name".into(), format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")));
     }
@@ -182,13 +192,19 @@ fn validate(ri: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
         match obj["metadata"].get(field) {
             None | Some(Value::Null) => {}
             Some(Value::Object(m)) if m.values().all(Value::is_string) => {}
-            Some(_) => causes.push((format!("metadata.{field}"), "Invalid value: must be a map of strings".into())),
+            Some(_) => causes.push((
+                format!("metadata.{field}"),
+                "Invalid value: must be a map of strings".into(),
+            )),
         }
     }
     if let Some(f) = obj["metadata"].get("finalizers")
         && !f.as_array().is_some_and(|a| a.iter().all(Value::is_string))
     {
-        causes.push(("metadata.finalizers".into(), "Invalid value: must be a list of strings".into()));
+        causes.push((
+            "metadata.finalizers".into(),
+            "Invalid value: must be a list of strings".into(),
+        ));
     }
     if is_crd(ri) {
         causes.extend(crd_problems(obj));
@@ -198,18 +214,25 @@ fn validate(ri: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     {
         causes.extend(validate_custom(schema, obj));
     }
-    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(&ri.group, &ri.kind, &name, &causes)) }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&ri.group, &ri.kind, &name, &causes))
+    }
 }
 
 fn patch_error(ri: &ResourceInfo, name: &str, e: PatchError) -> ApiError {
     match e {
         PatchError::Malformed(m) => ApiError::bad_request(m),
-        PatchError::Failed(m) => ApiError::invalid(&ri.group, &ri.kind, name, &[("patch".into(), m)]),
+        PatchError::Failed(m) => {
+            ApiError::invalid(&ri.group, &ri.kind, name, &[("patch".into(), m)])
+        }
     }
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
 struct Inner {
@@ -243,9 +266,19 @@ impl Store {
             }),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let ri = store.resource("", "v1", "namespaces").unwrap_or_else(|| unreachable!("namespaces are built in"));
+            let ri = store
+                .resource("", "v1", "namespaces")
+                .unwrap_or_else(|| unreachable!("namespaces are built in"));
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            let _ = store.create(&ri, None, body, &WriteOptions { manager: "kube-testkit".into(), ..Default::default() });
+            let _ = store.create(
+                &ri,
+                None,
+                body,
+                &WriteOptions {
+                    manager: "kube-testkit".into(),
+                    ..Default::default()
+                },
+            );
         }
         store
     }
@@ -263,18 +296,35 @@ impl Store {
         self.lock().registry.clone()
     }
 
+    /// Every stored object of a group/resource (all namespaces), unrendered.
+    pub fn all_objects(&self, group: &str, plural: &str) -> Vec<Value> {
+        self.lock()
+            .objects
+            .get(&(group.to_string(), plural.to_string()))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The latest resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.lock().rv
     }
 
-    pub fn create(&self, ri: &ResourceInfo, ns: Option<&str>, body: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn create(
+        &self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         self.lock().create(ri, ns, body, opts, true)
     }
 
     pub fn get(&self, ri: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
         let inner = self.lock();
-        let obj = inner.get(ri, ns, name).ok_or_else(|| ApiError::not_found(&ri.group, &ri.plural, name))?;
+        let obj = inner
+            .get(ri, ns, name)
+            .ok_or_else(|| ApiError::not_found(&ri.group, &ri.plural, name))?;
         Ok(render(obj, &ri.api_version(), &ri.kind))
     }
 
@@ -282,38 +332,84 @@ impl Store {
         self.lock().list(ri, opts)
     }
 
-    pub fn update(&self, ri: &ResourceInfo, ns: Option<&str>, name: &str, sub: Option<&str>, body: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn update(
+        &self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<&str>,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         self.lock().update(ri, ns, name, sub, body, opts)
     }
 
-    pub fn patch(&self, ri: &ResourceInfo, ns: Option<&str>, name: &str, sub: Option<&str>, content_type: &str, body: &[u8], opts: &WriteOptions) -> Result<Value, ApiError> {
-        self.lock().patch(ri, ns, name, sub, content_type, body, opts)
+    pub fn patch(
+        &self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<&str>,
+        content_type: &str,
+        body: &[u8],
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        self.lock()
+            .patch(ri, ns, name, sub, content_type, body, opts)
     }
 
-    pub fn delete(&self, ri: &ResourceInfo, ns: Option<&str>, name: &str, options: &Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn delete(
+        &self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        options: &Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         self.lock().delete(ri, ns, name, options, opts)
     }
 
-    pub fn delete_collection(&self, ri: &ResourceInfo, selection: &Selection, options: &Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn delete_collection(
+        &self,
+        ri: &ResourceInfo,
+        selection: &Selection,
+        options: &Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         let mut inner = self.lock();
         let key = ri.store_key();
         let names: Vec<ObjKey> = inner
             .objects
             .get(&key)
-            .map(|m| m.iter().filter(|(_, o)| selection.matches(o)).map(|(k, _)| k.clone()).collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, o)| selection.matches(o))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         let mut items = Vec::new();
         for (ns, name) in names {
-            let ns = if ri.namespaced { Some(ns.as_str()) } else { None };
+            let ns = if ri.namespaced {
+                Some(ns.as_str())
+            } else {
+                None
+            };
             items.push(inner.delete(ri, ns, &name, options, opts)?);
         }
         let rv = inner.rv.to_string();
-        Ok(json!({"kind": format!("{}List", ri.kind), "apiVersion": ri.api_version(),
-                  "metadata": {"resourceVersion": rv}, "items": items}))
+        Ok(
+            json!({"kind": format!("{}List", ri.kind), "apiVersion": ri.api_version(),
+                  "metadata": {"resourceVersion": rv}, "items": items}),
+        )
     }
 
     /// Starts a watch: the returned receiver gets the events in resourceVersion order.
-    pub fn watch(&self, ri: &ResourceInfo, opts: &WatchOptions) -> mpsc::UnboundedReceiver<WatchMsg> {
+    pub fn watch(
+        &self,
+        ri: &ResourceInfo,
+        opts: &WatchOptions,
+    ) -> mpsc::UnboundedReceiver<WatchMsg> {
         self.lock().watch(ri, opts)
     }
 
@@ -324,8 +420,10 @@ impl Store {
         inner.watchers.retain(|w| {
             !w.bookmarks
                 || w.tx
-                    .send(WatchMsg::Bookmark(json!({"kind": w.kind, "apiVersion": w.api_version,
-                                                    "metadata": {"resourceVersion": rv}})))
+                    .send(WatchMsg::Bookmark(
+                        json!({"kind": w.kind, "apiVersion": w.api_version,
+                                                    "metadata": {"resourceVersion": rv}}),
+                    ))
                     .is_ok()
         });
     }
@@ -366,7 +464,13 @@ impl Inner {
     }
 
     /// Stores a change: bumps the resourceVersion, records history and notifies watchers.
-    fn commit(&mut self, ri: &ResourceInfo, ty: &'static str, old: Option<Value>, mut new: Value) -> Value {
+    fn commit(
+        &mut self,
+        ri: &ResourceInfo,
+        ty: &'static str,
+        old: Option<Value>,
+        mut new: Value,
+    ) -> Value {
         self.rv += 1;
         meta_mut(&mut new).insert("resourceVersion".into(), json!(self.rv.to_string()));
         let key = ri.store_key();
@@ -376,13 +480,24 @@ impl Inner {
                 m.remove(&okey);
             }
         } else {
-            self.objects.entry(key.clone()).or_default().insert(okey, new.clone());
+            self.objects
+                .entry(key.clone())
+                .or_default()
+                .insert(okey, new.clone());
         }
         if is_crd(ri) {
             if ty == "DELETED" {
                 self.registry.unregister_crd(&new);
-                let gone = (new["spec"]["group"].as_str().unwrap_or_default().to_string(),
-                            new["spec"]["names"]["plural"].as_str().unwrap_or_default().to_string());
+                let gone = (
+                    new["spec"]["group"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    new["spec"]["names"]["plural"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
                 self.objects.remove(&gone);
                 self.watchers.retain(|w| w.key != gone);
             } else {
@@ -398,7 +513,13 @@ impl Inner {
                 None => !w.tx.is_closed(),
             }
         });
-        self.history.push_back(HistEvent { rv: self.rv, key, ty, old, new: new.clone() });
+        self.history.push_back(HistEvent {
+            rv: self.rv,
+            key,
+            ty,
+            old,
+            new: new.clone(),
+        });
         while self.history.len() > self.history_cap {
             if let Some(e) = self.history.pop_front() {
                 self.compacted = e.rv;
@@ -407,15 +528,27 @@ impl Inner {
         render(&new, &ri.api_version(), &ri.kind)
     }
 
-    fn create(&mut self, ri: &ResourceInfo, ns: Option<&str>, body: Value, opts: &WriteOptions, track: bool) -> Result<Value, ApiError> {
+    fn create(
+        &mut self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        body: Value,
+        opts: &WriteOptions,
+        track: bool,
+    ) -> Result<Value, ApiError> {
         let mut obj = body;
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
         if let Some(kind) = obj.get("kind").and_then(Value::as_str)
             && kind != ri.kind
         {
-            return Err(ApiError::bad_request(format!("the kind {kind:?} does not match the resource {:?} (kind {:?})", ri.plural, ri.kind)));
+            return Err(ApiError::bad_request(format!(
+                "the kind {kind:?} does not match the resource {:?} (kind {:?})",
+                ri.plural, ri.kind
+            )));
         }
         if obj.get("metadata").is_some_and(|m| !m.is_object()) {
             return Err(ApiError::bad_request("metadata must be an object"));
@@ -423,12 +556,21 @@ impl Inner {
         obj["apiVersion"] = json!(ri.api_version());
         obj["kind"] = json!(ri.kind);
         let meta = meta_mut(&mut obj);
-        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-            return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
         if ri.namespaced {
             let Some(ns) = ns else {
-                return Err(ApiError::bad_request(format!("{} must be created in a namespace", ri.plural)));
+                return Err(ApiError::bad_request(format!(
+                    "{} must be created in a namespace",
+                    ri.plural
+                )));
             };
             match meta.get("namespace").and_then(Value::as_str) {
                 Some(b) if !b.is_empty() && b != ns => {
@@ -443,8 +585,16 @@ impl Inner {
         } else {
             meta.remove("namespace");
         }
-        let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-        let generate = meta.get("generateName").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let generate = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let name = if !name.is_empty() {
             name
         } else if !generate.is_empty() {
@@ -455,7 +605,15 @@ impl Inner {
                 }
             }
         } else {
-            return Err(ApiError::invalid(&ri.group, &ri.kind, "", &[("metadata.name".into(), "Required value: name or generateName is required".into())]));
+            return Err(ApiError::invalid(
+                &ri.group,
+                &ri.kind,
+                "",
+                &[(
+                    "metadata.name".into(),
+                    "Required value: name or generateName is required".into(),
+                )],
+            ));
         };
         let now = util::now();
         let tracks_generation = ri.tracks_generation();
@@ -463,7 +621,12 @@ impl Inner {
         meta.insert("name".into(), json!(name));
         meta.insert("uid".into(), json!(util::new_uid()));
         meta.insert("creationTimestamp".into(), json!(now));
-        for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "generation"] {
+        for k in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "generation",
+        ] {
             meta.remove(k);
         }
         if track {
@@ -498,7 +661,17 @@ impl Inner {
             return Err(ApiError::already_exists(&ri.group, &ri.plural, &name));
         }
         if track {
-            ssa::track_update(None, &mut obj, &opts.manager, &ri.schema(), Scope::Main { exclude_status: false }, &ri.api_version(), &now);
+            ssa::track_update(
+                None,
+                &mut obj,
+                &opts.manager,
+                &ri.schema(),
+                Scope::Main {
+                    exclude_status: false,
+                },
+                &ri.api_version(),
+                &now,
+            );
         }
         if opts.dry_run {
             return Ok(obj);
@@ -514,7 +687,9 @@ impl Inner {
                 let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
                 let rv = v["rv"].as_u64().ok_or_else(bad)?;
                 if rv < self.compacted {
-                    return Err(ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."));
+                    return Err(ApiError::gone(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ));
                 }
                 let ns = v["ns"].as_str().unwrap_or_default().to_string();
                 let name = v["name"].as_str().unwrap_or_default().to_string();
@@ -528,7 +703,9 @@ impl Inner {
         let mut remaining = 0usize;
         if let Some(objs) = self.objects.get(&ri.store_key()) {
             for ((ns, name), obj) in objs {
-                if after.as_ref().is_some_and(|a| (ns, name) <= (&a.0, &a.1)) || !opts.selection.matches(obj) {
+                if after.as_ref().is_some_and(|a| (ns, name) <= (&a.0, &a.1))
+                    || !opts.selection.matches(obj)
+                {
                     continue;
                 }
                 if opts.limit.is_some_and(|l| l > 0 && items.len() >= l) {
@@ -548,22 +725,47 @@ impl Inner {
             metadata["continue"] = json!(util::hex_encode(token.as_bytes()));
             metadata["remainingItemCount"] = json!(remaining);
         }
-        Ok(json!({"kind": format!("{}List", ri.kind), "apiVersion": api_version, "metadata": metadata, "items": items}))
+        Ok(
+            json!({"kind": format!("{}List", ri.kind), "apiVersion": api_version, "metadata": metadata, "items": items}),
+        )
     }
 
-    fn update(&mut self, ri: &ResourceInfo, ns: Option<&str>, name: &str, sub: Option<&str>, body: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
-        let old = self.get(ri, ns, name).cloned().ok_or_else(|| ApiError::not_found(&ri.group, &ri.plural, name))?;
+    fn update(
+        &mut self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<&str>,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let old = self
+            .get(ri, ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&ri.group, &ri.plural, name))?;
         if !body.is_object() || body.get("metadata").is_some_and(|m| !m.is_object()) {
-            return Err(ApiError::bad_request("the request body must be a JSON object with object metadata"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object with object metadata",
+            ));
         }
         if let Some(n) = meta_str(&body, "name")
             && n != name
         {
-            return Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
         }
         match meta_str(&body, "resourceVersion").filter(|s| !s.is_empty()) {
             None if ri.custom => {
-                return Err(ApiError::invalid(&ri.group, &ri.kind, name, &[("metadata.resourceVersion".into(), "Invalid value: 0x0: must be specified for an update".into())]));
+                return Err(ApiError::invalid(
+                    &ri.group,
+                    &ri.kind,
+                    name,
+                    &[(
+                        "metadata.resourceVersion".into(),
+                        "Invalid value: 0x0: must be specified for an update".into(),
+                    )],
+                ));
             }
             Some(rv) if rv != meta_str(&old, "resourceVersion").unwrap_or_default() => {
                 return Err(ApiError::stale(&ri.group, &ri.plural, name));
@@ -575,10 +777,24 @@ impl Inner {
 
     /// The common end of every update: server-managed metadata, status subresource rules,
     /// generation, validation, field ownership, no-op detection, finalization.
-    fn finish_update(&mut self, ri: &ResourceInfo, old: Value, mut new: Value, sub: Option<&str>, opts: &WriteOptions, track: bool) -> Result<Value, ApiError> {
+    fn finish_update(
+        &mut self,
+        ri: &ResourceInfo,
+        old: Value,
+        mut new: Value,
+        sub: Option<&str>,
+        opts: &WriteOptions,
+        track: bool,
+    ) -> Result<Value, ApiError> {
         let name = meta_str(&old, "name").unwrap_or_default().to_string();
         let now = util::now();
-        let scope = if sub == Some("status") { Scope::Status } else { Scope::Main { exclude_status: ri.status } };
+        let scope = if sub == Some("status") {
+            Scope::Status
+        } else {
+            Scope::Main {
+                exclude_status: ri.status,
+            }
+        };
         if sub == Some("status") {
             let status = new.get("status").cloned();
             let managed = new["metadata"].get("managedFields").cloned();
@@ -608,7 +824,16 @@ impl Inner {
         new["kind"] = json!(ri.kind);
         let old_meta = old["metadata"].clone();
         let meta = meta_mut(&mut new);
-        for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "resourceVersion"] {
+        for k in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "resourceVersion",
+        ] {
             match old_meta.get(k) {
                 Some(v) => meta.insert(k.into(), v.clone()),
                 None => meta.remove(k),
@@ -616,9 +841,25 @@ impl Inner {
         }
         meta.remove("selfLink");
         if old_meta.get("deletionTimestamp").is_some() {
-            let before: Vec<&Value> = old_meta["finalizers"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-            if meta.get("finalizers").and_then(Value::as_array).is_some_and(|a| a.iter().any(|f| !before.contains(&f))) {
-                return Err(ApiError::invalid(&ri.group, &ri.kind, &name, &[("metadata.finalizers".into(), "Forbidden: no new finalizers can be added if the object is being deleted".into())]));
+            let before: Vec<&Value> = old_meta["finalizers"]
+                .as_array()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default();
+            if meta
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|f| !before.contains(&f)))
+            {
+                return Err(ApiError::invalid(
+                    &ri.group,
+                    &ri.kind,
+                    &name,
+                    &[(
+                        "metadata.finalizers".into(),
+                        "Forbidden: no new finalizers can be added if the object is being deleted"
+                            .into(),
+                    )],
+                ));
             }
         }
         validate(ri, &mut new)?;
@@ -630,10 +871,20 @@ impl Inner {
             meta_mut(&mut new).insert("generation".into(), json!(g));
         }
         if track {
-            ssa::track_update(Some(&old), &mut new, &opts.manager, &ri.schema(), scope, &ri.api_version(), &now);
+            ssa::track_update(
+                Some(&old),
+                &mut new,
+                &opts.manager,
+                &ri.schema(),
+                scope,
+                &ri.api_version(),
+                &now,
+            );
         }
         let finalized = new["metadata"].get("deletionTimestamp").is_some()
-            && new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
+            && new["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty);
         if without_volatile(&new) == without_volatile(&old) && !finalized {
             return Ok(render(&old, &ri.api_version(), &ri.kind));
         }
@@ -646,7 +897,16 @@ impl Inner {
         Ok(self.commit(ri, "MODIFIED", Some(old), new))
     }
 
-    fn patch(&mut self, ri: &ResourceInfo, ns: Option<&str>, name: &str, sub: Option<&str>, content_type: &str, body: &[u8], opts: &WriteOptions) -> Result<Value, ApiError> {
+    fn patch(
+        &mut self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<&str>,
+        content_type: &str,
+        body: &[u8],
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         let media = content_type.split(';').next().unwrap_or_default().trim();
         let old = self.get(ri, ns, name).cloned();
         if media == "application/apply-patch+yaml" {
@@ -657,9 +917,12 @@ impl Inner {
         let mut new = old.clone();
         match media {
             "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
-            "application/json-patch+json" => patch::json_patch(&mut new, &p).map_err(|e| patch_error(ri, name, e))?,
+            "application/json-patch+json" => {
+                patch::json_patch(&mut new, &p).map_err(|e| patch_error(ri, name, e))?
+            }
             "application/strategic-merge-patch+json" if !ri.custom => {
-                patch::strategic_merge(&mut new, &p, &ri.schema()).map_err(|e| patch_error(ri, name, e))?
+                patch::strategic_merge(&mut new, &p, &ri.schema())
+                    .map_err(|e| patch_error(ri, name, e))?
             }
             other => return Err(ApiError::unsupported_media_type(other)),
         }
@@ -673,39 +936,79 @@ impl Inner {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn apply(&mut self, ri: &ResourceInfo, ns: Option<&str>, name: &str, sub: Option<&str>, old: Option<Value>, body: &[u8], opts: &WriteOptions) -> Result<Value, ApiError> {
+    fn apply(
+        &mut self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<&str>,
+        old: Option<Value>,
+        body: &[u8],
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         if opts.manager.is_empty() {
-            return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requests require fieldManager"));
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requests require fieldManager",
+            ));
         }
         let config: Value = serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         if !config.is_object() {
-            return Err(ApiError::bad_request("an applied configuration must be an object"));
+            return Err(ApiError::bad_request(
+                "an applied configuration must be an object",
+            ));
         }
-        let api_version = config.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-        let kind = config.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let api_version = config
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind = config
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if api_version.is_empty() || kind.is_empty() {
-            return Err(ApiError::bad_request("apiVersion and kind must be set in an applied configuration"));
+            return Err(ApiError::bad_request(
+                "apiVersion and kind must be set in an applied configuration",
+            ));
         }
         if api_version != ri.api_version() || kind != ri.kind {
-            return Err(ApiError::bad_request(format!("the applied configuration is a {api_version}/{kind}, the request is for {}", ri.plural)));
+            return Err(ApiError::bad_request(format!(
+                "the applied configuration is a {api_version}/{kind}, the request is for {}",
+                ri.plural
+            )));
         }
         if let Some(n) = meta_str(&config, "name")
             && n != name
         {
-            return Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
         }
-        let scope = if sub == Some("status") { Scope::Status } else { Scope::Main { exclude_status: ri.status } };
+        let scope = if sub == Some("status") {
+            Scope::Status
+        } else {
+            Scope::Main {
+                exclude_status: ri.status,
+            }
+        };
         let now = util::now();
         let conflict = |c: Vec<ssa::Conflict>| {
-            let mut e = ApiError::new(409, "Conflict", format!(
-                "Apply failed with {} conflict{}: {}",
-                c.len(),
-                if c.len() == 1 { "" } else { "s" },
-                c.iter().map(|c| format!("conflict with {:?}: {}", c.manager, c.field)).collect::<Vec<_>>().join("\n")
-            ));
+            let mut e = ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with {} conflict{}: {}",
+                    c.len(),
+                    if c.len() == 1 { "" } else { "s" },
+                    c.iter()
+                        .map(|c| format!("conflict with {:?}: {}", c.manager, c.field))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            );
             let causes: Vec<Value> = c.iter().map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {:?}", c.manager), "field": c.field})).collect();
-            e.details = Some(json!({"name": name, "group": ri.group, "kind": ri.plural, "causes": causes}));
+            e.details =
+                Some(json!({"name": name, "group": ri.group, "kind": ri.plural, "causes": causes}));
             e
         };
         match old {
@@ -713,11 +1016,24 @@ impl Inner {
                 if sub.is_some() {
                     return Err(ApiError::not_found(&ri.group, &ri.plural, name));
                 }
-                let mut base = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
+                let mut base =
+                    json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
                 if let Some(ns) = ns {
                     base["metadata"]["namespace"] = json!(ns);
                 }
-                let mut new = ssa::apply(&base, &config, &opts.manager, opts.force, &ri.schema(), Scope::Main { exclude_status: false }, api_version, &now).map_err(conflict)?;
+                let mut new = ssa::apply(
+                    &base,
+                    &config,
+                    &opts.manager,
+                    opts.force,
+                    &ri.schema(),
+                    Scope::Main {
+                        exclude_status: false,
+                    },
+                    api_version,
+                    &now,
+                )
+                .map_err(conflict)?;
                 meta_mut(&mut new).remove("resourceVersion");
                 if let Some(g) = config["metadata"].get("generateName") {
                     meta_mut(&mut new).insert("generateName".into(), g.clone());
@@ -730,7 +1046,17 @@ impl Inner {
                 {
                     return Err(ApiError::stale(&ri.group, &ri.plural, name));
                 }
-                let new = ssa::apply(&old, &config, &opts.manager, opts.force, &ri.schema(), scope, api_version, &now).map_err(conflict)?;
+                let new = ssa::apply(
+                    &old,
+                    &config,
+                    &opts.manager,
+                    opts.force,
+                    &ri.schema(),
+                    scope,
+                    api_version,
+                    &now,
+                )
+                .map_err(conflict)?;
                 self.finish_update(ri, old, new, sub, opts, false)
             }
         }
@@ -750,14 +1076,26 @@ impl Inner {
         let registry = self.registry.clone();
         let keys: Vec<StoreKey> = self.objects.keys().cloned().collect();
         for key in keys {
-            let Some(ri) = registry.versions_of(&key.0, &key.1).into_iter().next().cloned() else { continue };
+            let Some(ri) = registry
+                .versions_of(&key.0, &key.1)
+                .into_iter()
+                .next()
+                .cloned()
+            else {
+                continue;
+            };
             if !ri.namespaced {
                 continue;
             }
             let victims: Vec<Value> = self
                 .objects
                 .get(&key)
-                .map(|m| m.iter().filter(|((n, _), _)| n == ns).map(|(_, o)| o.clone()).collect())
+                .map(|m| {
+                    m.iter()
+                        .filter(|((n, _), _)| n == ns)
+                        .map(|(_, o)| o.clone())
+                        .collect()
+                })
                 .unwrap_or_default();
             for v in victims {
                 self.commit(&ri, "DELETED", Some(v.clone()), v);
@@ -765,25 +1103,51 @@ impl Inner {
         }
     }
 
-    fn delete(&mut self, ri: &ResourceInfo, ns: Option<&str>, name: &str, options: &Value, opts: &WriteOptions) -> Result<Value, ApiError> {
-        let old = self.get(ri, ns, name).cloned().ok_or_else(|| ApiError::not_found(&ri.group, &ri.plural, name))?;
+    fn delete(
+        &mut self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        options: &Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let old = self
+            .get(ri, ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&ri.group, &ri.plural, name))?;
         let pre = &options["preconditions"];
         if let Some(uid) = pre.get("uid").and_then(Value::as_str)
             && Some(uid) != meta_str(&old, "uid")
         {
-            return Err(ApiError::conflict(&ri.group, &ri.plural, name, &format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&old, "uid").unwrap_or_default())));
+            return Err(ApiError::conflict(
+                &ri.group,
+                &ri.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&old, "uid").unwrap_or_default()
+                ),
+            ));
         }
         if let Some(rv) = pre.get("resourceVersion").and_then(Value::as_str)
             && Some(rv) != meta_str(&old, "resourceVersion")
         {
-            return Err(ApiError::conflict(&ri.group, &ri.plural, name, &format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", meta_str(&old, "resourceVersion").unwrap_or_default())));
+            return Err(ApiError::conflict(
+                &ri.group,
+                &ri.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta_str(&old, "resourceVersion").unwrap_or_default()
+                ),
+            ));
         }
         if opts.dry_run {
             return Ok(render(&old, &ri.api_version(), &ri.kind));
         }
-        let has_finalizers = old["metadata"]["finalizers"].as_array().is_some_and(|a| !a.is_empty());
+        let has_finalizers = old["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
         if has_finalizers {
             if old["metadata"].get("deletionTimestamp").is_some() {
                 return Ok(render(&old, &ri.api_version(), &ri.kind));
@@ -802,7 +1166,11 @@ impl Inner {
         Ok(self.remove(ri, old, last))
     }
 
-    fn watch(&mut self, ri: &ResourceInfo, opts: &WatchOptions) -> mpsc::UnboundedReceiver<WatchMsg> {
+    fn watch(
+        &mut self,
+        ri: &ResourceInfo,
+        opts: &WatchOptions,
+    ) -> mpsc::UnboundedReceiver<WatchMsg> {
         let (tx, rx) = mpsc::unbounded_channel();
         let key = ri.store_key();
         let w = Watcher {
@@ -818,21 +1186,31 @@ impl Inner {
         if initial {
             if let Some(objs) = self.objects.get(&key) {
                 for obj in objs.values().filter(|o| w.selection.matches(o)) {
-                    let _ = w.tx.send(WatchMsg::Event("ADDED", render(obj, &w.api_version, &w.kind)));
+                    let _ = w.tx.send(WatchMsg::Event(
+                        "ADDED",
+                        render(obj, &w.api_version, &w.kind),
+                    ));
                 }
             }
             if opts.send_initial_events {
-                let _ = w.tx.send(WatchMsg::Bookmark(json!({"kind": w.kind, "apiVersion": w.api_version,
+                let _ = w.tx.send(WatchMsg::Bookmark(
+                    json!({"kind": w.kind, "apiVersion": w.api_version,
                     "metadata": {"resourceVersion": self.rv.to_string(),
-                                 "annotations": {"k8s.io/initial-events-end": "true"}}})));
+                                 "annotations": {"k8s.io/initial-events-end": "true"}}}),
+                ));
             }
         } else {
             let Ok(n) = rv.parse::<u64>() else {
-                let _ = w.tx.send(WatchMsg::Error(ApiError::bad_request(format!("invalid resourceVersion {rv:?}")).to_status()));
+                let _ = w.tx.send(WatchMsg::Error(
+                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}")).to_status(),
+                ));
                 return rx;
             };
             if n < self.compacted {
-                let e = ApiError::gone(format!("too old resource version: {n} ({})", self.compacted + 1));
+                let e = ApiError::gone(format!(
+                    "too old resource version: {n} ({})",
+                    self.compacted + 1
+                ));
                 let _ = w.tx.send(WatchMsg::Error(e.to_status()));
                 return rx;
             }
@@ -851,8 +1229,17 @@ impl Inner {
 mod tests {
     use super::*;
 
+    fn rv_of(obj: &Value) -> u64 {
+        meta_str(obj, "resourceVersion")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
     fn opts() -> WriteOptions {
-        WriteOptions { manager: "test".into(), ..Default::default() }
+        WriteOptions {
+            manager: "test".into(),
+            ..Default::default()
+        }
     }
 
     fn cm(store: &Store) -> ResourceInfo {
@@ -863,17 +1250,52 @@ mod tests {
     fn create_get_conflict_and_rv() {
         let s = Store::new(100);
         let ri = cm(&s);
-        let a = s.create(&ri, Some("default"), json!({"metadata": {"name": "a"}, "data": {"k": "v"}}), &opts()).unwrap();
+        let a = s
+            .create(
+                &ri,
+                Some("default"),
+                json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
+                &opts(),
+            )
+            .unwrap();
         assert_eq!(a["kind"], "ConfigMap");
         assert!(a["metadata"]["uid"].is_string());
         assert_eq!(rv_of(&a), s.resource_version());
-        let e = s.create(&ri, Some("default"), json!({"metadata": {"name": "a"}}), &opts()).unwrap_err();
+        let e = s
+            .create(
+                &ri,
+                Some("default"),
+                json!({"metadata": {"name": "a"}}),
+                &opts(),
+            )
+            .unwrap_err();
         assert_eq!((e.code, e.reason), (409, "AlreadyExists"));
-        let e = s.create(&ri, Some("nope"), json!({"metadata": {"name": "b"}}), &opts()).unwrap_err();
+        let e = s
+            .create(
+                &ri,
+                Some("nope"),
+                json!({"metadata": {"name": "b"}}),
+                &opts(),
+            )
+            .unwrap_err();
         assert_eq!(e.code, 404);
-        let e = s.create(&ri, Some("default"), json!({"metadata": {"name": "B"}}), &opts()).unwrap_err();
+        let e = s
+            .create(
+                &ri,
+                Some("default"),
+                json!({"metadata": {"name": "B"}}),
+                &opts(),
+            )
+            .unwrap_err();
         assert_eq!(e.code, 422);
-        let g = s.create(&ri, Some("default"), json!({"metadata": {"generateName": "x-"}}), &opts()).unwrap();
+        let g = s
+            .create(
+                &ri,
+                Some("default"),
+                json!({"metadata": {"generateName": "x-"}}),
+                &opts(),
+            )
+            .unwrap();
         assert!(g["metadata"]["name"].as_str().unwrap().starts_with("x-"));
     }
 
@@ -881,14 +1303,27 @@ mod tests {
     fn stale_update_conflicts_and_noop_keeps_rv() {
         let s = Store::new(100);
         let ri = cm(&s);
-        let a = s.create(&ri, Some("default"), json!({"metadata": {"name": "a"}, "data": {"k": "v"}}), &opts()).unwrap();
+        let a = s
+            .create(
+                &ri,
+                Some("default"),
+                json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
+                &opts(),
+            )
+            .unwrap();
         let mut b = a.clone();
         b["data"]["k"] = json!("w");
-        let b2 = s.update(&ri, Some("default"), "a", None, b.clone(), &opts()).unwrap();
+        let b2 = s
+            .update(&ri, Some("default"), "a", None, b.clone(), &opts())
+            .unwrap();
         assert!(rv_of(&b2) > rv_of(&a));
-        let e = s.update(&ri, Some("default"), "a", None, b, &opts()).unwrap_err();
+        let e = s
+            .update(&ri, Some("default"), "a", None, b, &opts())
+            .unwrap_err();
         assert_eq!((e.code, e.reason), (409, "Conflict"));
-        let same = s.update(&ri, Some("default"), "a", None, b2.clone(), &opts()).unwrap();
+        let same = s
+            .update(&ri, Some("default"), "a", None, b2.clone(), &opts())
+            .unwrap();
         assert_eq!(rv_of(&same), rv_of(&b2));
     }
 
@@ -897,13 +1332,38 @@ mod tests {
         let s = Store::new(100);
         let ri = cm(&s);
         let start = s.resource_version();
-        s.create(&ri, Some("default"), json!({"metadata": {"name": "a"}}), &opts()).unwrap();
-        s.delete(&ri, Some("default"), "a", &json!({}), &opts()).unwrap();
-        let mut rx = s.watch(&ri, &WatchOptions { resource_version: Some(start.to_string()), ..Default::default() });
-        assert!(matches!(rx.try_recv().unwrap(), WatchMsg::Event("ADDED", _)));
-        assert!(matches!(rx.try_recv().unwrap(), WatchMsg::Event("DELETED", _)));
+        s.create(
+            &ri,
+            Some("default"),
+            json!({"metadata": {"name": "a"}}),
+            &opts(),
+        )
+        .unwrap();
+        s.delete(&ri, Some("default"), "a", &json!({}), &opts())
+            .unwrap();
+        let mut rx = s.watch(
+            &ri,
+            &WatchOptions {
+                resource_version: Some(start.to_string()),
+                ..Default::default()
+            },
+        );
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            WatchMsg::Event("ADDED", _)
+        ));
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            WatchMsg::Event("DELETED", _)
+        ));
         s.compact();
-        let mut rx = s.watch(&ri, &WatchOptions { resource_version: Some(start.to_string()), ..Default::default() });
+        let mut rx = s.watch(
+            &ri,
+            &WatchOptions {
+                resource_version: Some(start.to_string()),
+                ..Default::default()
+            },
+        );
         match rx.try_recv().unwrap() {
             WatchMsg::Error(st) => assert_eq!(st["code"], 410),
             other => panic!("{other:?}"),
@@ -914,12 +1374,39 @@ mod tests {
     fn finalizers_delay_deletion() {
         let s = Store::new(100);
         let ri = cm(&s);
-        s.create(&ri, Some("default"), json!({"metadata": {"name": "a", "finalizers": ["x/y"]}}), &opts()).unwrap();
-        let d = s.delete(&ri, Some("default"), "a", &json!({}), &opts()).unwrap();
+        s.create(
+            &ri,
+            Some("default"),
+            json!({"metadata": {"name": "a", "finalizers": ["x/y"]}}),
+            &opts(),
+        )
+        .unwrap();
+        let d = s
+            .delete(&ri, Some("default"), "a", &json!({}), &opts())
+            .unwrap();
         assert!(d["metadata"]["deletionTimestamp"].is_string());
-        let e = s.patch(&ri, Some("default"), "a", None, "application/merge-patch+json", br#"{"metadata":{"finalizers":["x/y","z/w"]}}"#, &opts()).unwrap_err();
+        let e = s
+            .patch(
+                &ri,
+                Some("default"),
+                "a",
+                None,
+                "application/merge-patch+json",
+                br#"{"metadata":{"finalizers":["x/y","z/w"]}}"#,
+                &opts(),
+            )
+            .unwrap_err();
         assert_eq!(e.code, 422);
-        s.patch(&ri, Some("default"), "a", None, "application/merge-patch+json", br#"{"metadata":{"finalizers":null}}"#, &opts()).unwrap();
+        s.patch(
+            &ri,
+            Some("default"),
+            "a",
+            None,
+            "application/merge-patch+json",
+            br#"{"metadata":{"finalizers":null}}"#,
+            &opts(),
+        )
+        .unwrap();
         assert_eq!(s.get(&ri, Some("default"), "a").unwrap_err().code, 404);
     }
 
@@ -936,10 +1423,22 @@ mod tests {
         assert_eq!(st["spec"]["type"], "LoadBalancer");
         assert_eq!(st["status"]["loadBalancer"]["ingress"][0]["ip"], "10.0.0.1");
         assert_eq!(st["metadata"]["generation"], 1);
-        let main = s.patch(&ri, Some("default"), "a", None, "application/merge-patch+json",
-            br#"{"spec":{"type":"ClusterIP"},"status":null}"#, &opts()).unwrap();
+        let main = s
+            .patch(
+                &ri,
+                Some("default"),
+                "a",
+                None,
+                "application/merge-patch+json",
+                br#"{"spec":{"type":"ClusterIP"},"status":null}"#,
+                &opts(),
+            )
+            .unwrap();
         assert_eq!(main["spec"]["type"], "ClusterIP");
-        assert_eq!(main["status"]["loadBalancer"]["ingress"][0]["ip"], "10.0.0.1");
+        assert_eq!(
+            main["status"]["loadBalancer"]["ingress"][0]["ip"],
+            "10.0.0.1"
+        );
         assert_eq!(main["metadata"]["generation"], 2);
     }
 
@@ -948,32 +1447,89 @@ mod tests {
         let s = Store::new(100);
         let ri = cm(&s);
         for i in 0..5 {
-            s.create(&ri, Some("default"), json!({"metadata": {"name": format!("c{i}"), "labels": {"n": i.to_string()}}}), &opts()).unwrap();
+            s.create(
+                &ri,
+                Some("default"),
+                json!({"metadata": {"name": format!("c{i}"), "labels": {"n": i.to_string()}}}),
+                &opts(),
+            )
+            .unwrap();
         }
         let mut names = Vec::new();
         let mut token = None;
         loop {
-            let page = s.list(&ri, &ListOptions { limit: Some(2), continue_token: token.clone(), ..Default::default() }).unwrap();
-            names.extend(page["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()));
+            let page = s
+                .list(
+                    &ri,
+                    &ListOptions {
+                        limit: Some(2),
+                        continue_token: token.clone(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            names.extend(
+                page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+            );
             match page["metadata"]["continue"].as_str() {
                 Some(t) => token = Some(t.to_string()),
                 None => break,
             }
         }
         assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
-        let sel = Selection { labels: LabelSelector::parse("n=1").unwrap(), ..Default::default() };
-        let mut rx = s.watch(&ri, &WatchOptions { selection: sel, resource_version: Some(s.resource_version().to_string()), ..Default::default() });
-        s.patch(&ri, Some("default"), "c0", None, "application/merge-patch+json", br#"{"metadata":{"labels":{"n":"1"}}}"#, &opts()).unwrap();
-        s.patch(&ri, Some("default"), "c0", None, "application/merge-patch+json", br#"{"metadata":{"labels":{"n":"0"}}}"#, &opts()).unwrap();
-        assert!(matches!(rx.try_recv().unwrap(), WatchMsg::Event("ADDED", _)));
-        assert!(matches!(rx.try_recv().unwrap(), WatchMsg::Event("DELETED", _)));
+        let sel = Selection {
+            labels: LabelSelector::parse("n=1").unwrap(),
+            ..Default::default()
+        };
+        let mut rx = s.watch(
+            &ri,
+            &WatchOptions {
+                selection: sel,
+                resource_version: Some(s.resource_version().to_string()),
+                ..Default::default()
+            },
+        );
+        s.patch(
+            &ri,
+            Some("default"),
+            "c0",
+            None,
+            "application/merge-patch+json",
+            br#"{"metadata":{"labels":{"n":"1"}}}"#,
+            &opts(),
+        )
+        .unwrap();
+        s.patch(
+            &ri,
+            Some("default"),
+            "c0",
+            None,
+            "application/merge-patch+json",
+            br#"{"metadata":{"labels":{"n":"0"}}}"#,
+            &opts(),
+        )
+        .unwrap();
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            WatchMsg::Event("ADDED", _)
+        ));
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            WatchMsg::Event("DELETED", _)
+        ));
         assert!(rx.try_recv().is_err());
     }
 
     #[test]
     fn crds_serve_their_resources() {
         let s = Store::new(100);
-        let crds = s.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+        let crds = s
+            .resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .unwrap();
         let crd = json!({"metadata": {"name": "pools.example.io"}, "spec": {"group": "example.io", "scope": "Namespaced",
             "names": {"plural": "pools", "kind": "Pool"},
             "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
@@ -981,12 +1537,36 @@ mod tests {
         let created = s.create(&crds, None, crd, &opts()).unwrap();
         assert_eq!(created["status"]["conditions"][1]["type"], "Established");
         let ri = s.resource("example.io", "v1", "pools").unwrap();
-        let e = s.create(&ri, Some("default"), json!({"metadata": {"name": "p"}, "spec": {"size": "big"}}), &opts()).unwrap_err();
+        let e = s
+            .create(
+                &ri,
+                Some("default"),
+                json!({"metadata": {"name": "p"}, "spec": {"size": "big"}}),
+                &opts(),
+            )
+            .unwrap_err();
         assert_eq!(e.code, 422);
-        s.create(&ri, Some("default"), json!({"metadata": {"name": "p"}, "spec": {"size": 3}}), &opts()).unwrap();
-        let e = s.patch(&ri, Some("default"), "p", None, "application/strategic-merge-patch+json", b"{}", &opts()).unwrap_err();
+        s.create(
+            &ri,
+            Some("default"),
+            json!({"metadata": {"name": "p"}, "spec": {"size": 3}}),
+            &opts(),
+        )
+        .unwrap();
+        let e = s
+            .patch(
+                &ri,
+                Some("default"),
+                "p",
+                None,
+                "application/strategic-merge-patch+json",
+                b"{}",
+                &opts(),
+            )
+            .unwrap_err();
         assert_eq!(e.code, 415);
-        s.delete(&crds, None, "pools.example.io", &json!({}), &opts()).unwrap();
+        s.delete(&crds, None, "pools.example.io", &json!({}), &opts())
+            .unwrap();
         assert!(s.resource("example.io", "v1", "pools").is_none());
     }
 
@@ -994,15 +1574,53 @@ mod tests {
     fn apply_creates_and_conflicts() {
         let s = Store::new(100);
         let ri = cm(&s);
-        let a = |m: &str, body: &str, force: bool| s.patch(&ri, Some("default"), "c", None, "application/apply-patch+yaml",
-            body.as_bytes(), &WriteOptions { manager: m.into(), force, dry_run: false });
-        a("one", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: a}\n", false).unwrap();
-        let e = a("two", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: b}\n", false).unwrap_err();
+        let a = |m: &str, body: &str, force: bool| {
+            s.patch(
+                &ri,
+                Some("default"),
+                "c",
+                None,
+                "application/apply-patch+yaml",
+                body.as_bytes(),
+                &WriteOptions {
+                    manager: m.into(),
+                    force,
+                    dry_run: false,
+                },
+            )
+        };
+        a(
+            "one",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: a}\n",
+            false,
+        )
+        .unwrap();
+        let e = a(
+            "two",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: b}\n",
+            false,
+        )
+        .unwrap_err();
         assert_eq!((e.code, e.reason), (409, "Conflict"));
         assert!(e.message.contains("conflict with \"one\""), "{}", e.message);
-        let v = a("two", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: b}\n", true).unwrap();
+        let v = a(
+            "two",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: b}\n",
+            true,
+        )
+        .unwrap();
         assert_eq!(v["data"]["k"], "b");
-        let e = s.patch(&ri, Some("default"), "c", None, "application/apply-patch+yaml", b"kind: ConfigMap", &opts()).unwrap_err();
+        let e = s
+            .patch(
+                &ri,
+                Some("default"),
+                "c",
+                None,
+                "application/apply-patch+yaml",
+                b"kind: ConfigMap",
+                &opts(),
+            )
+            .unwrap_err();
         assert_eq!(e.code, 400);
     }
 }
