@@ -1,1 +1,354 @@
-//! Helpers for the integration tests.
+//! Helpers for the integration tests: network namespaces and veths that remove themselves,
+//! the real `l2announcer` binary run inside them, and the client tools (arping, ndisc6, ping).
+//!
+//! Every test needs root (namespaces, XDP). Names carry the process id and a counter so that
+//! tests run in parallel, and every object is removed on drop, also when a test fails.
+
+use std::{
+    fs,
+    net::IpAddr,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// Panics with a clear message unless running as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("these tests need root (network namespaces, XDP): run `cargo xtask test` as root");
+    }
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this process and call: `<prefix><pid><n>` (interface names are
+/// limited to 15 bytes).
+pub fn unique(prefix: &str) -> String {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}{n}", std::process::id() % 100_000)
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// A network namespace, deleted on drop (which also deletes the interfaces in it).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        let name = unique("l2t");
+        sh(&["ip", "netns", "add", &name]);
+        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Netns { name }
+    }
+
+    /// `ip netns exec <ns> args...`, output captured, not checked.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {args:?} in {}: {e}", self.name))
+    }
+
+    /// Like [`Netns::run`] but panics on failure.
+    pub fn sh(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// The MAC of an interface in this namespace.
+    pub fn mac(&self, ifname: &str) -> String {
+        let path = format!("/sys/class/net/{ifname}/address");
+        let out = self.sh(&["cat", &path]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A veth pair between two namespaces, with addresses, both ends up.
+pub fn veth(a: &Netns, a_if: &str, a_addrs: &[&str], b: &Netns, b_if: &str, b_addrs: &[&str]) {
+    sh(&[
+        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
+    ]);
+    for (ns, ifname, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
+        for addr in addrs {
+            ns.sh(&["ip", "addr", "add", addr, "dev", ifname, "nodad"]);
+        }
+        ns.sh(&["ip", "link", "set", ifname, "up"]);
+    }
+}
+
+/// The l2announcer binary: `L2ANNOUNCER_BIN`, or the one cargo built next to this test.
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("L2ANNOUNCER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let bin = dir.join("l2announcer");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build -p l2announcer` (cargo xtask test does) or set L2ANNOUNCER_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `l2announcer` inside a namespace, killed on drop.
+pub struct Agent {
+    pub child: Child,
+    ns: String,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `l2announcer <args>` in `ns` and waits until it reports ready.
+    pub fn start(ns: &Netns, args: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!("{}.log", unique("l2announcer-")));
+        let file = fs::File::create(&log).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(binary())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn l2announcer");
+        let mut agent = Agent {
+            child,
+            ns: ns.name.clone(),
+            log,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("l2announcer exited with {status}:\n{}", self.log_text());
+            }
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.ns])
+                .arg(binary())
+                .args(["status", "-o", "json"])
+                .output();
+            if let Ok(out) = out {
+                if out.status.success() {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                        if v["ready"] == true {
+                            return;
+                        }
+                    }
+                }
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("l2announcer not ready in 20s:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `l2announcer status -o json` of this agent.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(binary())
+            .args(["status", "-o", "json"])
+            .output()
+            .expect("status");
+        assert!(out.status.success(), "status failed: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// Sends a signal to the agent's process (the child is `ip netns exec`, which execs it).
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill with a pid we own.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM and wait; returns whether it exited successfully.
+    pub fn stop(mut self) -> bool {
+        self.signal(libc::SIGTERM);
+        let ok = self.child.wait().map(|s| s.success()).unwrap_or(false);
+        ok
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- l2announcer log ---\n{}", self.log_text());
+        }
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// Asks for `ip` with arping from `ns` on `ifname`: the MACs that answered.
+pub fn arping(ns: &Netns, ifname: &str, ip: &str, count: u32) -> Vec<String> {
+    let out = ns.run(&[
+        "arping",
+        "-c",
+        &count.to_string(),
+        "-w",
+        &(count + 1).to_string(),
+        "-I",
+        ifname,
+        ip,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut macs: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split(" from ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(|m| m.to_lowercase())
+        .collect();
+    macs.dedup();
+    macs
+}
+
+/// Asks for `ip` with ndisc6 from `ns` on `ifname`: the target link-layer address, if any.
+pub fn ndisc6(ns: &Netns, ifname: &str, ip: &str) -> Option<String> {
+    let out = ns.run(&["ndisc6", "-1", "-r", "2", "-w", "1000", ip, ifname]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Target link-layer address: "))
+        .map(|m| m.trim().to_lowercase())
+}
+
+/// Lets the client's own kernel resolve `ip` (a ping it sends), then reads its neighbour
+/// table: the MAC it resolved, if any.
+pub fn kernel_resolves(ns: &Netns, ifname: &str, ip: IpAddr) -> Option<String> {
+    let _ = ns.run(&["ip", "neigh", "flush", "dev", ifname]);
+    let _ = ns.run(&["ping", "-c", "1", "-W", "1", "-I", ifname, &ip.to_string()]);
+    let out = ns.run(&["ip", "neigh", "show", &ip.to_string(), "dev", ifname]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .iter()
+        .position(|w| *w == "lladdr")
+        .and_then(|i| words.get(i + 1))
+        .map(|m| m.to_lowercase())
+}
+
+/// Holds the pass-everything XDP program on an interface in a namespace, in native mode,
+/// so that native `XDP_TX` from the veth's other end is delivered. Detached on drop.
+pub struct PeerXdp {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl PeerXdp {
+    pub fn attach(ns: &Netns, ifname: &str) -> Self {
+        let path = ns.path();
+        let ifname = ifname.to_owned();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            // Enter the namespace on this thread only; interface indexes are per namespace.
+            let f = fs::File::open(&path).expect("netns file");
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on an fd we hold; it only affects this thread.
+            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                panic!("setns: {}", std::io::Error::last_os_error());
+            }
+            let index = fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            let mut dp = l2announcer::dataplane::Dataplane::load(Duration::from_secs(5))
+                .expect("load XDP object");
+            let result = index
+                .ok_or_else(|| format!("no interface {ifname}"))
+                .and_then(|i| {
+                    dp.attach_pass(i, aya::programs::XdpMode::Driver)
+                        .map_err(|e| e.to_string())
+                });
+            let failed = result.is_err();
+            ready_tx.send(result).expect("ready");
+            if !failed {
+                let _ = stop_rx.recv();
+            }
+            drop(dp);
+        });
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("attaching the pass program: {e}"),
+            Err(_) => panic!("pass program thread died"),
+        }
+        PeerXdp {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PeerXdp {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}

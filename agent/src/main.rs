@@ -169,7 +169,15 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         ready: false,
     });
     let announcer = Announcer::new(shared.clone(), settings)?;
-    let (_groups_tx, groups_rx) = watch::channel(groups);
+    let (groups_tx, groups_rx) = watch::channel(groups);
+    if let Some(path) = args.config.clone() {
+        tokio::spawn(reload_on_sighup(
+            path,
+            args.interfaces.clone(),
+            args.ips.clone(),
+            groups_tx,
+        ));
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_stop = {
@@ -193,6 +201,32 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     result?;
     info!("stopped");
     Ok(())
+}
+
+/// SIGHUP re-reads the configuration file: addresses and interface patterns change without a
+/// restart (the other settings need one). A bad file is logged and the running set kept.
+async fn reload_on_sighup(
+    path: PathBuf,
+    interfaces: Vec<String>,
+    ips: Vec<IpAddr>,
+    groups: watch::Sender<Vec<l2announcer::announcer::Group>>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let reloaded = Config::from_file(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| Ok(standalone::groups(&interfaces, &ips, &c)?));
+        match reloaded {
+            Ok(g) => {
+                info!(path = %path.display(), "SIGHUP: configuration reloaded");
+                let _ = groups.send(g);
+            }
+            Err(e) => error!(error = %e, "SIGHUP: keeping the running configuration"),
+        }
+    }
 }
 
 async fn shutdown_signal() {
