@@ -97,16 +97,16 @@ pub struct Stats {
 }
 
 #[derive(Clone, Debug)]
-struct RangeState {
+pub(crate) struct RangeState {
     block: Block,
     reserved: Vec<IpAddr>,
-    free: FreeSet,
+    pub(crate) free: FreeSet,
 }
 
 #[derive(Clone, Debug)]
-struct PoolState {
-    pool: Pool,
-    ranges: Vec<RangeState>,
+pub(crate) struct PoolState {
+    pub(crate) pool: Pool,
+    pub(crate) ranges: Vec<RangeState>,
     conflict: Option<String>,
     /// Conditions last returned for this pool since its last observed version.
     emitted: Option<Vec<Condition>>,
@@ -161,7 +161,7 @@ enum Home {
 #[derive(Clone, Debug)]
 pub struct Allocator {
     config: Config,
-    pools: BTreeMap<String, PoolState>,
+    pub(crate) pools: BTreeMap<String, PoolState>,
     /// Pool names by (creation time, name): allocation and conflict order.
     pool_order: Vec<String>,
     services: BTreeMap<ServiceKey, ServiceState>,
@@ -552,8 +552,13 @@ impl Allocator {
                         }
                         true
                     }
-                    Home::Mismatch => false,
-                    // Left outside every block by a pool edit: keep it unless its pool is gone.
+                    // Only pools that do not select the service contain it: released, unless
+                    // an edit of its own pool left it there (shrunk: kept and reported).
+                    Home::Mismatch => origin
+                        .as_ref()
+                        .and_then(|p| self.pools.get(p))
+                        .is_some_and(|p| !p.contains(ip)),
+                    // Left outside every block by a pool edit: kept unless its pool is gone.
                     Home::Outside => origin.is_none_or(|p| self.pools.contains_key(&p)),
                 }
                 && self.incompatible_holder(svc, ip).is_none();
@@ -847,7 +852,26 @@ impl Allocator {
         })
     }
 
-    fn pool_conditions(&self, p: &PoolState) -> Vec<Condition> {
+    /// Addresses in use, by origin pool, that lie outside that pool's blocks.
+    fn outside_blocks(&self) -> BTreeMap<&str, Vec<(IpAddr, &BTreeSet<ServiceKey>)>> {
+        let mut out: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+        for (ip, h) in &self.ips {
+            if let Some((name, p)) = h.pool.as_deref().and_then(|n| self.pools.get_key_value(n))
+                && !p.contains(*ip)
+            {
+                out.entry(name.as_str())
+                    .or_default()
+                    .push((*ip, &h.holders));
+            }
+        }
+        out
+    }
+
+    fn pool_conditions(
+        &self,
+        p: &PoolState,
+        outside: &[(IpAddr, &BTreeSet<ServiceKey>)],
+    ) -> Vec<Condition> {
         let counts = counts_of(p);
         let unknown = |t: &str, n: u128| Condition {
             type_: t.to_string(),
@@ -855,12 +879,10 @@ impl Allocator {
             reason: "noreason".into(),
             message: n.to_string(),
         };
-        let outside: Vec<String> = self
-            .ips
+        let outside: Vec<String> = outside
             .iter()
-            .filter(|(ip, h)| h.pool.as_deref() == Some(p.pool.name.as_str()) && !p.contains(**ip))
-            .map(|(ip, h)| {
-                let holders: Vec<String> = h.holders.iter().map(|k| k.to_string()).collect();
+            .map(|(ip, holders)| {
+                let holders: Vec<String> = holders.iter().map(|k| k.to_string()).collect();
                 format!("{ip} ({})", holders.join(", "))
             })
             .collect();
@@ -922,9 +944,13 @@ impl Allocator {
 
     fn decide_pools(&mut self) -> Vec<PoolUpdate> {
         let mut updates = Vec::new();
-        let names: Vec<String> = self.pool_order.clone();
-        for name in names {
-            let desired = self.pool_conditions(&self.pools[&name]);
+        let mut all_desired = Vec::new();
+        let outside = self.outside_blocks();
+        for name in &self.pool_order {
+            let here = outside.get(name.as_str()).map_or(&[][..], |v| v.as_slice());
+            all_desired.push((name.clone(), self.pool_conditions(&self.pools[name], here)));
+        }
+        for (name, desired) in all_desired {
             let Some(p) = self.pools.get_mut(&name) else {
                 continue;
             };

@@ -94,8 +94,9 @@ fn observed(a: &Allocator, s: &Service) -> Service {
 }
 
 fn pool_condition(a: &mut Allocator, pool: &str, type_: &str) -> Condition {
-    let p = &a.pools[pool];
-    a.pool_conditions(p)
+    let outside = a.outside_blocks();
+    let here = outside.get(pool).map_or(&[][..], |v| v.as_slice());
+    a.pool_conditions(&a.pools[pool], here)
         .into_iter()
         .find(|c| c.type_ == type_)
         .unwrap()
@@ -962,6 +963,27 @@ fn a_status_address_taken_by_another_service_is_not_adopted() {
             condition: service_condition("True", reason::SATISFIED, String::new()),
         }]
     );
+}
+
+#[test]
+fn a_status_address_held_by_an_incompatible_sharer_is_not_adopted() {
+    let mut a = alloc(
+        vec![pool("p", &["10.0.0.0/24"])],
+        vec![sharing("n", "holder", "k1", 80)],
+    );
+    let mut other_key = sharing("n", "other-key", "k2", 81);
+    other_key.ingress_ips = vec![ip("10.0.0.0")];
+    let mut same_port = sharing("n", "same-port", "k1", 80);
+    same_port.ingress_ips = vec![ip("10.0.0.0")];
+    let mut fine = sharing("n", "fine", "k1", 82);
+    fine.ingress_ips = vec![ip("10.0.0.0")];
+    for s in [other_key, same_port, fine] {
+        a.apply(Event::ServiceUpserted(s));
+    }
+    a.reconcile();
+    assert_eq!(ips_of(&a, "n", "fine"), ["10.0.0.0"]);
+    assert_ne!(ips_of(&a, "n", "other-key"), ["10.0.0.0"]);
+    assert_ne!(ips_of(&a, "n", "same-port"), ["10.0.0.0"]);
 }
 
 #[test]

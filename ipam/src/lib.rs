@@ -12,6 +12,9 @@ pub mod convert;
 pub mod model;
 pub mod selector;
 
+#[cfg(test)]
+mod proptests;
+
 pub use addr::{Block, BlockError, Family, IpRange};
 pub use allocator::{Allocator, Decisions, Event, PoolCounts, PoolUpdate, ServiceUpdate, Stats};
 pub use convert::{pool_from_crd, service_from_k8s};
