@@ -356,14 +356,17 @@ pub fn write_kubeconfig(
     namespace: &str,
 ) -> Result<(), TestKitError> {
     let user = match token {
-        Some(t) => format!("    user:\n      token: {t}\n"),
-        None => "    user: {}\n".to_string(),
+        Some(t) => format!("  user:\n    token: {t}\n"),
+        None => "  user: {}\n".to_string(),
     };
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-testkit\n  cluster:\n    server: {server_url}\n\
-         users:\n- name: kube-testkit-user\n{user}contexts:\n- name: kube-testkit\n  context:\n    cluster: kube-testkit\n    \
-         user: kube-testkit-user\n    namespace: {namespace}\ncurrent-context: kube-testkit\n"
-    );
+    let text = [
+        "apiVersion: v1\nkind: Config\n".to_string(),
+        format!("clusters:\n- name: kube-testkit\n  cluster:\n    server: {server_url}\n"),
+        format!("users:\n- name: kube-testkit-user\n{user}"),
+        "contexts:\n- name: kube-testkit\n  context:\n    cluster: kube-testkit\n    user: kube-testkit-user\n".to_string(),
+        format!("    namespace: {namespace}\ncurrent-context: kube-testkit\n"),
+    ]
+    .concat();
     std::fs::write(path, text).map_err(|source| TestKitError::Write {
         path: path.to_path_buf(),
         source,

@@ -74,6 +74,8 @@ pub enum Route {
     Apis,
     ApiGroup(String),
     ApiResources(String, String),
+    OpenApiV3Root,
+    OpenApiV3(String, String),
     OpenApi,
     Resource(ResourcePath),
     NotFound,
@@ -100,6 +102,9 @@ pub fn parse_path(path: &str) -> Route {
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Route::Version,
         ["healthz" | "livez" | "readyz", ..] => return Route::Health,
+        ["openapi", "v3"] => return Route::OpenApiV3Root,
+        ["openapi", "v3", "api", v] => return Route::OpenApiV3(String::new(), v.to_string()),
+        ["openapi", "v3", "apis", g, v] => return Route::OpenApiV3(g.to_string(), v.to_string()),
         ["openapi", ..] => return Route::OpenApi,
         ["api"] => return Route::Api,
         ["apis"] => return Route::Apis,
@@ -236,6 +241,8 @@ pub async fn handle(
     body: Bytes,
 ) -> Response<Body> {
     let path = parts.uri.path().to_string();
+    tracing::debug!(method = %parts.method, uri = %parts.uri, content_type = ?parts.headers.get(header::CONTENT_TYPE),
+                    accept = ?parts.headers.get(header::ACCEPT), body = %String::from_utf8_lossy(&body[..body.len().min(300)]), "request");
     let route = parse_path(&path);
     let q = query_map(parts.uri.query());
     let mut entry = AuditEntry {
@@ -312,6 +319,10 @@ async fn dispatch(
                 .api_resource_list(g, v)
                 .map(|v| json_response(200, &v))
                 .ok_or_else(ApiError::no_route);
+        }
+        Route::OpenApiV3Root => return Ok(json_response(200, &registry.openapi_v3_root())),
+        Route::OpenApiV3(g, v) => {
+            return registry.openapi_v3_doc(g, v).map(|d| json_response(200, &d)).ok_or_else(ApiError::no_route);
         }
         Route::OpenApi | Route::NotFound => return Err(ApiError::no_route()),
         Route::Resource(p) => p,
@@ -403,6 +414,10 @@ async fn dispatch(
         fields,
     };
     let store = &server.store;
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if !body.is_empty() && (content_type.contains("protobuf") || content_type.contains("cbor")) {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
     let json_body = || -> Result<Value, ApiError> {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
