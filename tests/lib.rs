@@ -300,9 +300,13 @@ impl PeerXdp {
             if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 panic!("setns: {}", std::io::Error::last_os_error());
             }
-            let index = fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
-                .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok());
+            // Not /sys/class/net: sysfs shows the namespace it was mounted in, not this thread's.
+            let c_name = std::ffi::CString::new(ifname.clone()).expect("interface name");
+            // SAFETY: a valid C string; the call only reads it.
+            let index = match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
+                0 => None,
+                i => Some(i),
+            };
             let mut dp = l2announcer::dataplane::Dataplane::load(Duration::from_secs(5))
                 .expect("load XDP object");
             let result = index
@@ -351,4 +355,38 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Runs `f` on a thread that has entered `ns` (sockets it opens live in that namespace).
+pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = ns.path();
+    thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let file = fs::File::open(&path).expect("netns file");
+        // SAFETY: setns on an fd we hold; it only affects this thread.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            panic!("setns: {}", std::io::Error::last_os_error());
+        }
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// The ifindex of `ifname` in the calling thread's namespace.
+pub fn ifindex(ifname: &str) -> u32 {
+    let c_name = std::ffi::CString::new(ifname).expect("interface name");
+    // SAFETY: a valid C string; the call only reads it.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    assert_ne!(index, 0, "no interface {ifname}");
+    index
+}
+
+/// Sends one raw Ethernet frame out of `ifname` in `ns`.
+pub fn send_frame(ns: &Netns, ifname: &str, frame: Vec<u8>) {
+    let ifname = ifname.to_owned();
+    in_netns(ns, move || {
+        let socket = l2announcer::announce::PacketSocket::new().expect("AF_PACKET socket");
+        socket.send(ifindex(&ifname), &frame).expect("send");
+    });
 }
