@@ -1,1 +1,54 @@
-fn main() {}
+//! `cargo xtask <command>`: setup, test, demo.
+
+mod demo;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup   install what the build and the tests need (Debian packages, nightly rust-src,
+          bpf-linker for LLVM 22, the Python kubernetes client); idempotent
+  test    setup, then the whole test suite (needs root: namespaces and XDP)
+  demo    setup, then a network-namespace lab where l2announcer answers ARP and NDP for a
+          virtual IPv4 and IPv6 address; `demo --hold` keeps the lab up until Ctrl-C
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("test") => setup::run().and_then(|()| test(&args[1..])),
+        Some("demo") => setup::run().and_then(|()| demo::run(&args[1..])),
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The whole suite: unit tests of every crate, the BPF_PROG_RUN tests, and the namespace lab
+/// tests that drive the real binary. Extra arguments go to `cargo test` (e.g. a filter).
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    util::require_root("the tests create network namespaces and load XDP programs")?;
+    util::step("building l2announcer");
+    util::cargo(&["build", "--package", "l2announcer", "--bin", "l2announcer"])?;
+    let bin = util::workspace_root()?.join("target/debug/l2announcer");
+    util::step("running the test suite");
+    let mut args = vec!["test", "--workspace", "--exclude", "l2announcer-ebpf"];
+    if !extra.is_empty() {
+        args.push("--");
+        args.extend(extra.iter().map(String::as_str));
+    }
+    util::cargo_env(&args, &[("L2ANNOUNCER_BIN", bin.as_os_str())])
+}
