@@ -348,13 +348,19 @@ struct Started {
     shutdown: watch::Sender<bool>,
 }
 
-/// Writes a kubeconfig pointing at `server_url` with an optional bearer token.
+/// Writes a kubeconfig pointing at `server_url` with an optional bearer token. The token is
+/// also put in the server URL's path (`<url>/_token/<token>`), which the kit accepts like a
+/// bearer token: client-go (kubectl) sends no credentials over plain HTTP.
 pub fn write_kubeconfig(
     path: &Path,
     server_url: &str,
     token: Option<&str>,
     namespace: &str,
 ) -> Result<(), TestKitError> {
+    let server_url = match token {
+        Some(t) => format!("{}/_token/{t}", server_url.trim_end_matches('/')),
+        None => server_url.to_string(),
+    };
     let user = match token {
         Some(t) => format!("  user:\n    token: {t}\n"),
         None => "  user: {}\n".to_string(),

@@ -234,13 +234,28 @@ impl Server {
     }
 }
 
+/// Splits a `/_token/<token>` prefix off a path. Kubeconfigs written by the kit carry the
+/// token there too, because client-go (kubectl) sends no credentials over plain HTTP.
+pub fn split_token_prefix(path: &str) -> (&str, Option<&str>) {
+    match path.strip_prefix("/_token/") {
+        Some(rest) => {
+            let (token, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            (&path[path.len() - tail.len() - usize::from(!tail.is_empty())..], Some(token))
+        }
+        None => (path, None),
+    }
+}
+
 /// Handles one request whose body has been read.
-pub async fn handle(
-    server: Arc<Server>,
-    parts: http::request::Parts,
-    body: Bytes,
-) -> Response<Body> {
-    let path = parts.uri.path().to_string();
+pub async fn handle(server: Arc<Server>, mut parts: http::request::Parts, body: Bytes) -> Response<Body> {
+    let (stripped, url_token) = split_token_prefix(parts.uri.path());
+    let path = if stripped.is_empty() { "/".to_string() } else { stripped.to_string() };
+    if let Some(t) = url_token
+        && !parts.headers.contains_key(header::AUTHORIZATION)
+        && let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}"))
+    {
+        parts.headers.insert(header::AUTHORIZATION, v);
+    }
     tracing::debug!(method = %parts.method, uri = %parts.uri, content_type = ?parts.headers.get(header::CONTENT_TYPE),
                     accept = ?parts.headers.get(header::ACCEPT), body = %String::from_utf8_lossy(&body[..body.len().min(300)]), "request");
     let route = parse_path(&path);
@@ -734,6 +749,13 @@ mod tests {
             ("coordination.k8s.io", "leases", None)
         );
         assert_eq!(parse_path("/bogus"), Route::NotFound);
+    }
+
+    #[test]
+    fn token_prefixes() {
+        assert_eq!(split_token_prefix("/_token/abc/api/v1"), ("/api/v1", Some("abc")));
+        assert_eq!(split_token_prefix("/_token/abc"), ("", Some("abc")));
+        assert_eq!(split_token_prefix("/api"), ("/api", None));
     }
 
     #[test]
