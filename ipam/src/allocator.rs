@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::addr::{Block, Family, FreeSet, IpRange};
 use crate::model::{Condition, Config, Pool, Service, ServiceKey};
@@ -138,7 +139,10 @@ struct Desired {
 
 #[derive(Clone, Debug)]
 struct ServiceState {
-    svc: Service,
+    /// Shared so the phases can read it while mutating the allocator.
+    svc: Arc<Service>,
+    /// `svc.selectable_labels()`, computed once per version.
+    labels: Arc<BTreeMap<String, String>>,
     ips: Vec<IpAddr>,
     /// Sharing key the held addresses are indexed under.
     indexed_key: String,
@@ -171,6 +175,9 @@ pub struct Allocator {
     all_dirty: bool,
     unsatisfied: BTreeSet<ServiceKey>,
     cleared: BTreeSet<ServiceKey>,
+    /// Addresses in use that lie outside the blocks of the pool they came from.
+    pub(crate) outside: BTreeSet<IpAddr>,
+    pools_touched: bool,
 }
 
 impl Allocator {
@@ -186,6 +193,8 @@ impl Allocator {
             all_dirty: false,
             unsatisfied: BTreeSet::new(),
             cleared: BTreeSet::new(),
+            outside: BTreeSet::new(),
+            pools_touched: false,
         }
     }
 
@@ -270,6 +279,7 @@ impl Allocator {
         self.pool_order = order.into_iter().map(|(_, n)| n).collect();
         self.settle_conflicts();
         self.all_dirty = true;
+        self.pools_touched = true;
     }
 
     /// The newer of two overlapping pools (by creation time, then name) conflicts, unless
@@ -324,12 +334,14 @@ impl Allocator {
         self.cleared.remove(&key);
         match self.services.get_mut(&key) {
             Some(st) => {
-                st.svc = svc;
+                st.labels = Arc::new(svc.selectable_labels());
+                st.svc = Arc::new(svc);
                 st.emitted = None;
             }
             None => {
                 let st = ServiceState {
-                    svc,
+                    labels: Arc::new(svc.selectable_labels()),
+                    svc: Arc::new(svc),
                     ips: Vec::new(),
                     indexed_key: String::new(),
                     failure: None,
@@ -413,6 +425,26 @@ impl Allocator {
             }
         }
 
+        if std::mem::take(&mut self.pools_touched) {
+            let all: Vec<IpAddr> = self.ips.keys().copied().collect();
+            self.outside = all.into_iter().filter(|ip| self.is_outside(*ip)).collect();
+        } else {
+            for key in &work {
+                for ip in self
+                    .services
+                    .get(key)
+                    .map(|st| st.ips.clone())
+                    .unwrap_or_default()
+                {
+                    if self.is_outside(ip) {
+                        self.outside.insert(ip);
+                    } else {
+                        self.outside.remove(&ip);
+                    }
+                }
+            }
+        }
+
         let mut decisions = Decisions::default();
         for key in &work {
             if let Some(update) = self.decide_service(key) {
@@ -479,6 +511,7 @@ impl Allocator {
             return;
         }
         self.ips.remove(&ip);
+        self.outside.remove(&ip);
         if let Some(set) = self.sharing.get_mut(&indexed_key) {
             set.remove(&ip);
             if set.is_empty() {
@@ -533,7 +566,7 @@ impl Allocator {
             return;
         };
         let svc = &st.svc;
-        let labels = svc.selectable_labels();
+        let labels = &st.labels;
         let families = svc.requested_families(&self.config);
         let mut release = Vec::new();
         let mut rehome = Vec::new();
@@ -598,8 +631,8 @@ impl Allocator {
         let Some(st) = self.services.get(key) else {
             return;
         };
-        let svc = st.svc.clone();
-        let labels = svc.selectable_labels();
+        let svc = Arc::clone(&st.svc);
+        let labels = Arc::clone(&st.labels);
         let families = svc.requested_families(&self.config);
         let was_satisfied = svc.condition.as_ref().is_some_and(|c| c.status == "True");
         let mut seen = BTreeSet::new();
@@ -644,8 +677,8 @@ impl Allocator {
         let Some(st) = self.services.get(key) else {
             return;
         };
-        let svc = st.svc.clone();
-        let labels = svc.selectable_labels();
+        let svc = Arc::clone(&st.svc);
+        let labels = Arc::clone(&st.labels);
         for &ip in &svc.requested_ips {
             if self.services[key].ips.contains(&ip) {
                 continue;
@@ -708,8 +741,8 @@ impl Allocator {
         let Some(st) = self.services.get(key) else {
             return;
         };
-        let svc = st.svc.clone();
-        let labels = svc.selectable_labels();
+        let svc = Arc::clone(&st.svc);
+        let labels = Arc::clone(&st.labels);
         let families = svc.requested_families(&self.config);
         for family in [Family::V4, Family::V6] {
             if !families.wants(family)
@@ -852,10 +885,19 @@ impl Allocator {
         })
     }
 
+    /// Whether an address in use lies outside the blocks of the pool it came from.
+    pub(crate) fn is_outside(&self, ip: IpAddr) -> bool {
+        let origin = self.ips.get(&ip).and_then(|h| h.pool.as_deref());
+        origin
+            .and_then(|n| self.pools.get(n))
+            .is_some_and(|p| !p.contains(ip))
+    }
+
     /// Addresses in use, by origin pool, that lie outside that pool's blocks.
     fn outside_blocks(&self) -> BTreeMap<&str, Vec<(IpAddr, &BTreeSet<ServiceKey>)>> {
         let mut out: BTreeMap<&str, Vec<_>> = BTreeMap::new();
-        for (ip, h) in &self.ips {
+        for ip in &self.outside {
+            let Some(h) = self.ips.get(ip) else { continue };
             if let Some((name, p)) = h.pool.as_deref().and_then(|n| self.pools.get_key_value(n))
                 && !p.contains(*ip)
             {
@@ -1003,7 +1045,7 @@ impl Allocator {
 
     /// The tracked version of a service.
     pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
-        self.services.get(key).map(|st| &st.svc)
+        self.services.get(key).map(|st| st.svc.as_ref())
     }
 
     /// The conflict message of a pool, if it conflicts.

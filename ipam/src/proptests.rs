@@ -235,6 +235,12 @@ fn check_invariants(a: &Allocator) -> Result<(), TestCaseError> {
             }
         }
     }
+    let full: std::collections::BTreeSet<IpAddr> = holders
+        .keys()
+        .copied()
+        .filter(|ip| a.is_outside(*ip))
+        .collect();
+    prop_assert_eq!(&a.outside, &full, "cached out-of-block addresses");
     for (name, c) in a.stats().pools {
         prop_assert_eq!(c.used + c.available, c.total, "pool {}", name);
     }
