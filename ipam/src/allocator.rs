@@ -578,7 +578,7 @@ impl Allocator {
             };
             let origin = self.ips.get(&ip).and_then(|h| h.pool.clone());
             let keep = wanted
-                && match self.home(&labels, ip, origin.as_deref()) {
+                && match self.home(labels, ip, origin.as_deref()) {
                     Home::Pool(p) => {
                         if origin.as_deref() != Some(p.as_str()) {
                             rehome.push((ip, p));
