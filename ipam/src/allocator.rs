@@ -392,11 +392,11 @@ impl Allocator {
         work.sort();
         work.dedup();
         let work: Vec<ServiceKey> = work.into_iter().map(|(_, k)| k).collect();
-        self.dirty.clear();
+        let changed = std::mem::take(&mut self.dirty);
         self.all_dirty = false;
 
         for key in &work {
-            self.revalidate(key);
+            self.revalidate(key, &changed);
         }
         for key in &work {
             self.adopt(key);
@@ -561,7 +561,15 @@ impl Allocator {
 
     // ---- phases ---------------------------------------------------------------------
 
-    fn revalidate(&mut self, key: &ServiceKey) {
+    /// Whether a sharer `other`, incompatible with `svc`, keeps the address over it: a
+    /// service that did not change since the last reconcile keeps it over one that did, and
+    /// otherwise the older one (creation time, then key) keeps it.
+    fn outranks(&self, other: &Service, svc: &Service, changed: &BTreeSet<ServiceKey>) -> bool {
+        let rank = |s: &Service| (changed.contains(&s.key), s.created, s.key.clone());
+        rank(other) < rank(svc)
+    }
+
+    fn revalidate(&mut self, key: &ServiceKey, changed: &BTreeSet<ServiceKey>) {
         let Some(st) = self.services.get(key) else {
             return;
         };
@@ -594,7 +602,16 @@ impl Allocator {
                     // Left outside every block by a pool edit: kept unless its pool is gone.
                     Home::Outside => origin.is_none_or(|p| self.pools.contains_key(&p)),
                 }
-                && self.incompatible_holder(svc, ip).is_none();
+                && !self.ips.get(&ip).is_some_and(|h| {
+                    h.holders
+                        .iter()
+                        .filter(|k| **k != svc.key)
+                        .filter_map(|k| self.services.get(k))
+                        .any(|other| {
+                            svc.sharing_incompatibility(&other.svc).is_some()
+                                && self.outranks(&other.svc, svc, changed)
+                        })
+                });
             if !keep {
                 release.push(ip);
             }

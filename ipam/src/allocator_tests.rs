@@ -718,6 +718,42 @@ fn a_sharer_that_becomes_incompatible_leaves_the_address() {
 }
 
 #[test]
+fn the_sharer_that_changed_leaves_even_when_the_other_one_is_reconciled_too() {
+    // `old` is dual-stack without an IPv6 pool, so it is unsatisfied and revisited at every
+    // reconcile; `young` changes its port to clash with it. The one that changed leaves.
+    let mut old = sharing("n", "old", "k", 80);
+    old.ip_family_policy = Some(IpFamilyPolicy::RequireDualStack);
+    let mut young = sharing("n", "young", "k", 81);
+    young.created = 5;
+    let mut a = alloc(
+        vec![pool("p", &["10.0.0.0/24"])],
+        vec![old.clone(), young.clone()],
+    );
+    assert_eq!(ips_of(&a, "n", "young"), ["10.0.0.0"]);
+    assert_eq!(cond_of(&a, "n", "old"), unsatisfied(reason::NO_POOL));
+    let mut clash = observed(&a, &young);
+    clash.ports[0].port = 80;
+    a.apply(Event::ServiceUpserted(clash.clone()));
+    a.reconcile();
+    assert_eq!(ips_of(&a, "n", "old"), ["10.0.0.0"]);
+    assert_eq!(ips_of(&a, "n", "young"), ["10.0.0.1"]);
+    // Both changing at once: the younger one leaves.
+    let mut b = alloc(
+        vec![pool("p", &["10.0.0.0/24"])],
+        vec![old.clone(), young.clone()],
+    );
+    let mut old2 = observed(&b, &old);
+    old2.ports[0].port = 90;
+    let mut young2 = observed(&b, &young);
+    young2.ports[0].port = 90;
+    b.apply(Event::ServiceUpserted(young2));
+    b.apply(Event::ServiceUpserted(old2));
+    b.reconcile();
+    assert_eq!(ips_of(&b, "n", "old"), ["10.0.0.0"]);
+    assert_eq!(ips_of(&b, "n", "young"), ["10.0.0.1"]);
+}
+
+#[test]
 fn services_without_a_key_never_share() {
     let a = alloc(
         vec![pool("p", &["10.0.0.0/31"])],
