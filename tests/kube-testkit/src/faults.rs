@@ -41,6 +41,8 @@ pub fn fails(n: u64, fraction: f64) -> bool {
 #[derive(Clone)]
 pub struct Faults {
     config: Arc<watch::Sender<FaultConfig>>,
+    /// Whether the API listener is bound (false during an outage).
+    listening: Arc<watch::Sender<bool>>,
     requests: Arc<AtomicU64>,
     store: Arc<Store>,
 }
@@ -49,6 +51,7 @@ impl Faults {
     pub(crate) fn new(store: Arc<Store>) -> Self {
         Faults {
             config: Arc::new(watch::Sender::new(FaultConfig::default())),
+            listening: Arc::new(watch::Sender::new(true)),
             requests: Arc::new(AtomicU64::new(0)),
             store,
         }
@@ -58,9 +61,23 @@ impl Faults {
         self.config.borrow().clone()
     }
 
-    /// Replaces the whole fault configuration.
+    /// Replaces the whole fault configuration. Returns once the listener follows the outage
+    /// setting (closed during an outage, bound again after it), or after 2 s.
     pub fn set(&self, config: FaultConfig) {
+        let outage = config.outage;
         self.config.send_replace(config);
+        self.wait_listening(!outage);
+    }
+
+    fn wait_listening(&self, want: bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while *self.listening.borrow() != want && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub(crate) fn set_listening(&self, on: bool) {
+        self.listening.send_replace(on);
     }
 
     /// Back to a healthy server (history and watches are not restored, objects are intact).
@@ -71,6 +88,7 @@ impl Faults {
     /// Refuse connections and drop the open ones (`true`), or accept again (`false`).
     pub fn outage(&self, on: bool) {
         self.config.send_modify(|c| c.outage = on);
+        self.wait_listening(!on);
     }
 
     /// Hold every request until called again with `false`.

@@ -412,7 +412,11 @@ impl Registry {
         let mut paths = serde_json::Map::new();
         for (group, versions) in &self.groups {
             for v in versions {
-                let gv = if group.is_empty() { format!("api/{v}") } else { format!("apis/{group}/{v}") };
+                let gv = if group.is_empty() {
+                    format!("api/{v}")
+                } else {
+                    format!("apis/{group}/{v}")
+                };
                 paths.insert(gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={}", self.openapi_hash())}));
             }
         }
@@ -420,7 +424,10 @@ impl Registry {
     }
 
     fn openapi_hash(&self) -> String {
-        format!("{:016X}", self.resources.len() as u64 * 0x9E37_79B9 + self.groups.len() as u64)
+        format!(
+            "{:016X}",
+            self.resources.len() as u64 * 0x9E37_79B9 + self.groups.len() as u64
+        )
     }
 
     /// `GET /openapi/v3/apis/<group>/<version>`: one PATCH operation per resource, enough for
@@ -429,13 +436,21 @@ impl Registry {
         if !self.has_group_version(group, version) {
             return None;
         }
-        let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
         let params: Vec<Value> = ["fieldValidation", "fieldManager", "dryRun", "force"]
             .iter()
             .map(|n| json!({"name": n, "in": "query", "schema": {"type": n.eq(&"force").then_some("boolean").unwrap_or("string")}}))
             .collect();
         let mut paths = serde_json::Map::new();
-        for r in self.resources.values().filter(|r| r.group == group && r.version == version) {
+        for r in self
+            .resources
+            .values()
+            .filter(|r| r.group == group && r.version == version)
+        {
             let path = if r.namespaced {
                 format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
             } else {
@@ -448,8 +463,10 @@ impl Registry {
                 "responses": {"200": {"description": "OK"}},
             }}));
         }
-        Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths,
-                    "components": {"schemas": {}}}))
+        Some(
+            json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths,
+                    "components": {"schemas": {}}}),
+        )
     }
 }
 
@@ -547,7 +564,12 @@ mod tests {
         assert!(r.lookup("apps", "v1", "daemonsets").unwrap().namespaced);
         assert!(r.api_resource_list("apps", "v2").is_none());
         let root = r.openapi_v3_root();
-        assert!(root["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/apis/apps/v1?hash="));
+        assert!(
+            root["paths"]["apis/apps/v1"]["serverRelativeURL"]
+                .as_str()
+                .unwrap()
+                .starts_with("/openapi/v3/apis/apps/v1?hash=")
+        );
         let doc = r.openapi_v3_doc("", "v1").unwrap();
         let op = &doc["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"];
         assert_eq!(op["x-kubernetes-group-version-kind"]["kind"], "ConfigMap");

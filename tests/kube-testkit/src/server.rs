@@ -240,16 +240,27 @@ pub fn split_token_prefix(path: &str) -> (&str, Option<&str>) {
     match path.strip_prefix("/_token/") {
         Some(rest) => {
             let (token, tail) = rest.split_once('/').unwrap_or((rest, ""));
-            (&path[path.len() - tail.len() - usize::from(!tail.is_empty())..], Some(token))
+            (
+                &path[path.len() - tail.len() - usize::from(!tail.is_empty())..],
+                Some(token),
+            )
         }
         None => (path, None),
     }
 }
 
 /// Handles one request whose body has been read.
-pub async fn handle(server: Arc<Server>, mut parts: http::request::Parts, body: Bytes) -> Response<Body> {
+pub async fn handle(
+    server: Arc<Server>,
+    mut parts: http::request::Parts,
+    body: Bytes,
+) -> Response<Body> {
     let (stripped, url_token) = split_token_prefix(parts.uri.path());
-    let path = if stripped.is_empty() { "/".to_string() } else { stripped.to_string() };
+    let path = if stripped.is_empty() {
+        "/".to_string()
+    } else {
+        stripped.to_string()
+    };
     if let Some(t) = url_token
         && !parts.headers.contains_key(header::AUTHORIZATION)
         && let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}"))
@@ -337,7 +348,10 @@ async fn dispatch(
         }
         Route::OpenApiV3Root => return Ok(json_response(200, &registry.openapi_v3_root())),
         Route::OpenApiV3(g, v) => {
-            return registry.openapi_v3_doc(g, v).map(|d| json_response(200, &d)).ok_or_else(ApiError::no_route);
+            return registry
+                .openapi_v3_doc(g, v)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(ApiError::no_route);
         }
         Route::OpenApi | Route::NotFound => return Err(ApiError::no_route()),
         Route::Resource(p) => p,
@@ -429,7 +443,11 @@ async fn dispatch(
         fields,
     };
     let store = &server.store;
-    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
     if !body.is_empty() && (content_type.contains("protobuf") || content_type.contains("cbor")) {
         return Err(ApiError::unsupported_media_type(content_type));
     }
@@ -565,12 +583,14 @@ pub async fn serve(
                 _ = faults.wait_for(|c| !c.outage) => {}
             }
             listener = rebind(addr, &mut shutdown).await;
+            server.faults.set_listening(listener.is_some());
             continue;
         };
         tokio::select! {
             _ = shutdown.changed() => {}
             _ = faults.wait_for(|c| c.outage) => {
                 listener = None;
+                server.faults.set_listening(false);
             }
             accepted = l.accept() => {
                 if let Ok((stream, _)) = accepted {
@@ -637,7 +657,11 @@ pub async fn handle_admin(
         ("PUT" | "POST", "/_testkit/faults") => {
             match serde_json::from_slice::<FaultConfig>(&body) {
                 Ok(c) => {
-                    faults.set(c.clone());
+                    // `set` waits for the listener to follow an outage change: keep it off the
+                    // async workers.
+                    let f = faults.clone();
+                    let applied = c.clone();
+                    let _ = tokio::task::spawn_blocking(move || f.set(applied)).await;
                     json_response(200, &json!(c))
                 }
                 Err(e) => error_response(&ApiError::bad_request(e.to_string())),
@@ -753,7 +777,10 @@ mod tests {
 
     #[test]
     fn token_prefixes() {
-        assert_eq!(split_token_prefix("/_token/abc/api/v1"), ("/api/v1", Some("abc")));
+        assert_eq!(
+            split_token_prefix("/_token/abc/api/v1"),
+            ("/api/v1", Some("abc"))
+        );
         assert_eq!(split_token_prefix("/_token/abc"), ("", Some("abc")));
         assert_eq!(split_token_prefix("/api"), ("/api", None));
     }
