@@ -1028,6 +1028,30 @@ impl Allocator {
         updates
     }
 
+    /// A write of a returned [`ServiceUpdate::Set`] failed: the next reconcile returns it
+    /// again (unless an event shows the object already carries it).
+    pub fn retry_service(&mut self, key: &ServiceKey) {
+        if let Some(st) = self.services.get_mut(key) {
+            st.emitted = None;
+            self.dirty.insert(key.clone());
+        }
+    }
+
+    /// A write of a returned [`ServiceUpdate::Clear`] failed: the next reconcile returns it
+    /// again, unless the service has become ours again meanwhile.
+    pub fn retry_clear(&mut self, key: &ServiceKey) {
+        if !self.services.contains_key(key) {
+            self.cleared.insert(key.clone());
+        }
+    }
+
+    /// A write of a returned [`PoolUpdate`] failed: the next reconcile returns it again.
+    pub fn retry_pool(&mut self, name: &str) {
+        if let Some(p) = self.pools.get_mut(name) {
+            p.emitted = None;
+        }
+    }
+
     // ---- queries --------------------------------------------------------------------
 
     /// Addresses a service holds now.

@@ -1075,6 +1075,30 @@ fn decisions_are_only_returned_for_changes() {
 }
 
 #[test]
+fn failed_writes_are_returned_again() {
+    let s = svc("n", "s");
+    let mut a = alloc(vec![pool("p", &["10.0.0.0/24"])], vec![]);
+    a.apply(Event::ServiceUpserted(s.clone()));
+    let first = a.reconcile();
+    assert_eq!(first.services.len(), 1);
+    assert_eq!(a.reconcile(), Decisions::default());
+    a.retry_service(&s.key);
+    a.retry_pool("p");
+    assert_eq!(a.reconcile(), first);
+    let mut gone = observed(&a, &s);
+    gone.load_balancer = false;
+    a.apply(Event::ServiceUpserted(gone));
+    let clear = a.reconcile();
+    assert_eq!(
+        clear.services,
+        [ServiceUpdate::Clear { key: s.key.clone() }]
+    );
+    a.retry_clear(&s.key);
+    assert_eq!(a.reconcile().services, clear.services);
+    assert!(a.reconcile().services.is_empty());
+}
+
+#[test]
 fn seed_manifests_get_addresses_from_the_right_ranges() {
     use crate::convert::{pool_from_crd, service_from_k8s};
     use k8s_openapi::api::core::v1::Service as K8sService;
