@@ -1,0 +1,1 @@
+//! Selection of Services, nodes and interfaces for L2 announcements (pure, no I/O).
