@@ -5,5 +5,6 @@ pub mod announce;
 pub mod announcer;
 pub mod dataplane;
 pub mod http;
+pub mod k8s;
 pub mod links;
 pub mod standalone;

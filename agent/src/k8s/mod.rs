@@ -1,0 +1,3 @@
+//! Kubernetes mode: which node announces each Service IP, decided with one Lease per IP.
+
+pub mod election;
