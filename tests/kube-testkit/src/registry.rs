@@ -54,7 +54,18 @@ impl ResourceInfo {
     }
 }
 
-const BUILTINS: &[(&str, &str, &str, &str, bool, &[&str], bool)] = &[
+/// `(group, plural, singular, kind, namespaced, short names, status subresource)`
+type Builtin = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    bool,
+);
+
+const BUILTINS: &[Builtin] = &[
     (
         "",
         "namespaces",
@@ -443,7 +454,7 @@ impl Registry {
         };
         let params: Vec<Value> = ["fieldValidation", "fieldManager", "dryRun", "force"]
             .iter()
-            .map(|n| json!({"name": n, "in": "query", "schema": {"type": n.eq(&"force").then_some("boolean").unwrap_or("string")}}))
+            .map(|n| json!({"name": n, "in": "query", "schema": {"type": if *n == "force" { "boolean" } else { "string" }}}))
             .collect();
         let mut paths = serde_json::Map::new();
         for r in self

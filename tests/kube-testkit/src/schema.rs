@@ -239,10 +239,10 @@ fn walk(schema: &Value, v: &mut Value, path: &str, errs: &mut Vec<(String, Strin
         ));
     }
     let num = |k: &str| schema.get(k).and_then(Value::as_f64);
-    if let Some(x) = v.as_f64() {
-        if num("minimum").is_some_and(|m| x < m) || num("maximum").is_some_and(|m| x > m) {
-            errs.push((path.into(), format!("Invalid value: {v}: out of range")));
-        }
+    if let Some(x) = v.as_f64()
+        && (num("minimum").is_some_and(|m| x < m) || num("maximum").is_some_and(|m| x > m))
+    {
+        errs.push((path.into(), format!("Invalid value: {v}: out of range")));
     }
     if let Some(s) = v.as_str() {
         let len = s.chars().count() as f64;

@@ -27,7 +27,7 @@ impl Scope {
         match self {
             Scope::Status => key == "status",
             Scope::Main { exclude_status } => {
-                !matches!(key, "apiVersion" | "kind") && !(exclude_status && key == "status")
+                !(matches!(key, "apiVersion" | "kind") || exclude_status && key == "status")
             }
         }
     }
@@ -141,7 +141,7 @@ fn collect(
     }
 }
 
-fn find_item<'a>(arr: &'a [Value], elem: &str) -> Option<usize> {
+fn find_item(arr: &[Value], elem: &str) -> Option<usize> {
     if let Some(k) = elem.strip_prefix("k:") {
         let key: Map<String, Value> = serde_json::from_str(k).ok()?;
         arr.iter()
@@ -389,6 +389,10 @@ pub fn merge_config(target: &mut Value, cfg: &Value, schema: &Schema, names: &mu
 
 /// Server-side apply of `config` by `manager` onto `live` (an object, possibly new and empty).
 /// Returns the new object with updated `managedFields`, or the conflicts when not forced.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of an apply request and its context"
+)]
 pub fn apply(
     live: &Value,
     config: &Value,
@@ -625,7 +629,7 @@ mod tests {
         assert!(
             dropped["spec"]
                 .get("ports")
-                .map_or(true, |p| p.as_array().unwrap().is_empty()),
+                .is_none_or(|p| p.as_array().unwrap().is_empty()),
             "{dropped}"
         );
         assert_eq!(dropped["spec"]["type"], "LoadBalancer");

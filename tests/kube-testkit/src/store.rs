@@ -185,7 +185,7 @@ fn validate(ri: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     } else {
         util::is_dns_subdomain(&name)
     };
-    if !name_ok && !(ri.plural == "nodes" && !name.is_empty()) {
+    if !name_ok {
         causes.push(("metadata.name".into(), format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")));
     }
     for field in ["labels", "annotations"] {
@@ -344,6 +344,10 @@ impl Store {
         self.lock().update(ri, ns, name, sub, body, opts)
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per part of a PATCH request"
+    )]
     pub fn patch(
         &self,
         ri: &ResourceInfo,
@@ -635,15 +639,10 @@ impl Inner {
         if tracks_generation {
             meta.insert("generation".into(), json!(1));
         }
-        if ri.status && !ri.custom {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
-        }
-        if ri.custom && ri.status {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
+        if ri.status
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
         }
         if ri.plural == "namespaces" {
             obj["status"] = json!({"phase": "Active"});
@@ -897,6 +896,10 @@ impl Inner {
         Ok(self.commit(ri, "MODIFIED", Some(old), new))
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per part of a PATCH request"
+    )]
     fn patch(
         &mut self,
         ri: &ResourceInfo,
@@ -935,7 +938,10 @@ impl Inner {
         self.finish_update(ri, old, new, sub, opts, true)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per part of an apply request"
+    )]
     fn apply(
         &mut self,
         ri: &ResourceInfo,
