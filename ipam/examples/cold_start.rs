@@ -3,10 +3,12 @@
 //!
 //! `cargo run --release -p l2announcer-ipam --example cold_start -- [services] [pools]`
 //!
-//! Prints wall time per phase (single thread, so it is the CPU time of the allocator) and the
-//! peak resident memory of the process (VmHWM, Linux).
+//! Prints wall and CPU time per phase, resident memory (Linux /proc) and the live heap bytes
+//! counted by a wrapping global allocator.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Service as K8sService, ServicePort, ServiceSpec};
@@ -14,6 +16,32 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use l2announcer_ipam::{
     Allocator, Block, Config, Event, LabelSelector, Pool, ServiceUpdate, service_from_k8s,
 };
+
+/// Counts live heap bytes, so the allocator's own memory can be told apart from the rest.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: defers to the system allocator and only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live_heap() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
 
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -127,6 +155,7 @@ fn main() {
     let keys: Vec<_> = inputs.iter().map(|s| s.key.clone()).collect();
 
     let rss_inputs = rss_kib();
+    let heap_inputs = live_heap();
     let cpu_start = cpu();
     let t = Instant::now();
     let mut alloc = Allocator::new(Config::default());
@@ -143,6 +172,7 @@ fn main() {
     let alloc_cpu = cpu_since(cpu_start);
     let rss_peak = peak_rss_kib();
     let rss_alloc = rss_kib();
+    let heap_alloc = live_heap();
     let stats = alloc.stats();
     let addresses: usize = alloc.assignments().values().map(Vec::len).sum();
     let service_writes = decisions
@@ -215,6 +245,12 @@ fn main() {
         "restart (apply + reconcile, reversed order): {restart:?} wall, {restart_cpu} CPU, \
          same assignments: {same}, writes: {}",
         restart_decisions.services.len()
+    );
+    println!(
+        "live heap: inputs {} KiB; allocator state + its decisions {} KiB ({} bytes per service)",
+        heap_inputs / 1024,
+        heap_alloc / 1024,
+        heap_alloc / services.max(1)
     );
     println!(
         "one more service on the warm state: {steady:?} wall ({} writes)",

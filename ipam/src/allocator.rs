@@ -127,7 +127,8 @@ impl PoolState {
 /// status while outside every pool).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Holding {
-    holders: BTreeSet<ServiceKey>,
+    /// Sorted, without duplicates.
+    holders: Vec<ServiceKey>,
     pool: Option<String>,
 }
 
@@ -148,8 +149,8 @@ struct ServiceState {
     indexed_key: String,
     failure: Option<(&'static str, String)>,
     desired: Option<Desired>,
-    /// What was last returned for this service since its last observed version.
-    emitted: Option<Desired>,
+    /// `desired` was returned as an update since the service's last observed version.
+    emitted: bool,
 }
 
 /// Where an address belongs for a given service.
@@ -336,7 +337,7 @@ impl Allocator {
             Some(st) => {
                 st.labels = Arc::new(svc.selectable_labels());
                 st.svc = Arc::new(svc);
-                st.emitted = None;
+                st.emitted = false;
             }
             None => {
                 let st = ServiceState {
@@ -346,7 +347,7 @@ impl Allocator {
                     indexed_key: String::new(),
                     failure: None,
                     desired: None,
-                    emitted: None,
+                    emitted: false,
                 };
                 self.services.insert(key.clone(), st);
             }
@@ -470,13 +471,15 @@ impl Allocator {
     fn assign(&mut self, key: &ServiceKey, ip: IpAddr, pool: Option<String>) {
         match self.ips.get_mut(&ip) {
             Some(h) => {
-                h.holders.insert(key.clone());
+                if let Err(at) = h.holders.binary_search(key) {
+                    h.holders.insert(at, key.clone());
+                }
             }
             None => {
                 self.ips.insert(
                     ip,
                     Holding {
-                        holders: BTreeSet::from([key.clone()]),
+                        holders: vec![key.clone()],
                         pool,
                     },
                 );
@@ -506,7 +509,7 @@ impl Allocator {
         let Some(h) = self.ips.get_mut(&ip) else {
             return;
         };
-        h.holders.remove(key);
+        h.holders.retain(|k| k != key);
         if !h.holders.is_empty() {
             return;
         }
@@ -824,7 +827,7 @@ impl Allocator {
                     && self
                         .ips
                         .get(&ip)
-                        .is_some_and(|h| !h.holders.contains(&svc.key))
+                        .is_some_and(|h| h.holders.binary_search(&svc.key).is_err())
                     && matches!(self.home(labels, ip, None), Home::Pool(_))
                     && self.incompatible_holder(svc, ip).is_none()
             })
@@ -882,8 +885,12 @@ impl Allocator {
                 .clone()
                 .map(|condition| Desired { ips, condition })
         };
-        let last = st.emitted.clone().or(observed);
-        let changed = last.as_ref() != Some(&desired);
+        let last = if st.emitted {
+            st.desired.as_ref()
+        } else {
+            observed.as_ref()
+        };
+        let changed = last != Some(&desired);
         if satisfied {
             self.unsatisfied.remove(key);
         } else {
@@ -894,7 +901,7 @@ impl Allocator {
         if !changed {
             return None;
         }
-        st.emitted = Some(desired.clone());
+        st.emitted = true;
         Some(ServiceUpdate::Set {
             key: key.clone(),
             ingress_ips: desired.ips,
@@ -911,7 +918,7 @@ impl Allocator {
     }
 
     /// Addresses in use, by origin pool, that lie outside that pool's blocks.
-    fn outside_blocks(&self) -> BTreeMap<&str, Vec<(IpAddr, &BTreeSet<ServiceKey>)>> {
+    fn outside_blocks(&self) -> BTreeMap<&str, Vec<(IpAddr, &[ServiceKey])>> {
         let mut out: BTreeMap<&str, Vec<_>> = BTreeMap::new();
         for ip in &self.outside {
             let Some(h) = self.ips.get(ip) else { continue };
@@ -920,7 +927,7 @@ impl Allocator {
             {
                 out.entry(name.as_str())
                     .or_default()
-                    .push((*ip, &h.holders));
+                    .push((*ip, h.holders.as_slice()));
             }
         }
         out
@@ -929,7 +936,7 @@ impl Allocator {
     fn pool_conditions(
         &self,
         p: &PoolState,
-        outside: &[(IpAddr, &BTreeSet<ServiceKey>)],
+        outside: &[(IpAddr, &[ServiceKey])],
     ) -> Vec<Condition> {
         let counts = counts_of(p);
         let unknown = |t: &str, n: u128| Condition {
@@ -1032,7 +1039,7 @@ impl Allocator {
     /// again (unless an event shows the object already carries it).
     pub fn retry_service(&mut self, key: &ServiceKey) {
         if let Some(st) = self.services.get_mut(key) {
-            st.emitted = None;
+            st.emitted = false;
             self.dirty.insert(key.clone());
         }
     }
@@ -1080,7 +1087,7 @@ impl Allocator {
     pub fn holders(&self) -> BTreeMap<IpAddr, Vec<ServiceKey>> {
         self.ips
             .iter()
-            .map(|(ip, h)| (*ip, h.holders.iter().cloned().collect()))
+            .map(|(ip, h)| (*ip, h.holders.to_vec()))
             .collect()
     }
 
