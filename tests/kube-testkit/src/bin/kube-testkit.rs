@@ -1,5 +1,6 @@
 //! `kube-testkit --listen 127.0.0.1:18080`: serve the test API server until stopped.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,14 +76,17 @@ async fn main() -> anyhow::Result<()> {
         (faults.error_code, faults.error_fraction) = parse_error_rate(r)?;
     }
     kit.faults().set(faults);
-    println!("url: {}", kit.url());
-    println!("kubeconfig: {}", kit.kubeconfig_path().display());
+    // Whoever reads our output may stop listening: a closed stdout must not stop the server.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "url: {}", kit.url());
+    let _ = writeln!(out, "kubeconfig: {}", kit.kubeconfig_path().display());
     if let Some(a) = kit.admin_addr() {
-        println!("admin: http://{a}/_testkit/");
+        let _ = writeln!(out, "admin: http://{a}/_testkit/");
     }
     if let Some(t) = kit.admin_token() {
-        println!("admin token: {t}");
+        let _ = writeln!(out, "admin token: {t}");
     }
+    let _ = out.flush();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
