@@ -443,6 +443,11 @@ async fn dispatch(
         fields,
     };
     let store = &server.store;
+    let meta_only = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -457,17 +462,18 @@ async fn dispatch(
     };
     let ok = |v: Value| Ok(json_response(200, &v));
     match verb {
-        "get" => ok(store.get(&ri, ns, name)?),
+        "get" => ok(as_requested(store.get(&ri, ns, name)?, meta_only)),
         "list" => {
             let limit = q.get("limit").and_then(|l| l.parse().ok());
-            ok(store.list(
+            let list = store.list(
                 &ri,
                 &ListOptions {
                     selection,
                     limit,
                     continue_token: q.get("continue").cloned(),
                 },
-            )?)
+            )?;
+            ok(list_as_requested(list, meta_only))
         }
         "watch" => {
             let opts = WatchOptions {
@@ -482,7 +488,7 @@ async fn dispatch(
                 .filter(|t| *t > 0)
                 .map(Duration::from_secs);
             let rx = store.watch(&ri, &opts);
-            Ok(watch_response(rx, timeout))
+            Ok(watch_response(rx, timeout, meta_only))
         }
         "create" => {
             let created = store.create(&ri, ns, json_body()?, &wopts)?;
@@ -519,10 +525,38 @@ async fn dispatch(
     }
 }
 
-fn watch_line(msg: &WatchMsg) -> (Value, bool) {
+/// An object as `PartialObjectMetadata` when the client asked for metadata only.
+fn as_requested(obj: Value, meta_only: bool) -> Value {
+    if !meta_only {
+        return obj;
+    }
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"]})
+}
+
+fn list_as_requested(mut list: Value, meta_only: bool) -> Value {
+    if !meta_only {
+        return list;
+    }
+    let items: Vec<Value> = list["items"]
+        .as_array_mut()
+        .map(std::mem::take)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| as_requested(o, true))
+        .collect();
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": list["metadata"], "items": items})
+}
+
+fn watch_line(msg: &WatchMsg, meta_only: bool) -> (Value, bool) {
     match msg {
-        WatchMsg::Event(t, o) => (json!({"type": t, "object": o}), false),
-        WatchMsg::Bookmark(o) => (json!({"type": "BOOKMARK", "object": o}), false),
+        WatchMsg::Event(t, o) => (
+            json!({"type": t, "object": as_requested(o.clone(), meta_only)}),
+            false,
+        ),
+        WatchMsg::Bookmark(o) => (
+            json!({"type": "BOOKMARK", "object": as_requested(o.clone(), meta_only)}),
+            false,
+        ),
         WatchMsg::Error(s) => (json!({"type": "ERROR", "object": s}), true),
     }
 }
@@ -530,6 +564,7 @@ fn watch_line(msg: &WatchMsg) -> (Value, bool) {
 fn watch_response(
     rx: mpsc::UnboundedReceiver<WatchMsg>,
     timeout: Option<Duration>,
+    meta_only: bool,
 ) -> Response<Body> {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let stream = futures::stream::unfold((rx, false), move |(mut rx, done)| async move {
@@ -540,7 +575,7 @@ fn watch_response(
             Some(d) => tokio::time::timeout_at(d, rx.recv()).await.ok().flatten()?,
             None => rx.recv().await?,
         };
-        let (line, last) = watch_line(&msg);
+        let (line, last) = watch_line(&msg, meta_only);
         let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
         bytes.push(b'\n');
         Some((

@@ -979,6 +979,41 @@ async fn in_process_client_and_audit() {
     cms.get("ip").await.unwrap();
 }
 
+#[tokio::test]
+async fn metadata_only_lists_and_watches() {
+    let kit = TestKit::start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(kit.client(), "default");
+    let mut c = cm("m", &[("big", "data")]);
+    c.metadata.labels = Some(BTreeMap::from([("a".into(), "b".into())]));
+    cms.create(&PostParams::default(), &c).await.unwrap();
+    let list = cms.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(
+        list.items[0].labels().get("a").map(String::as_str),
+        Some("b")
+    );
+    let one = cms.get_metadata("m").await.unwrap();
+    assert_eq!(
+        one.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        kube::runtime::metadata_watcher(cms.clone(), watcher::Config::default()),
+    )
+    .applied_objects();
+    let task = tokio::spawn(async move { stream.for_each(|_| async {}).await });
+    cms.create(&PostParams::default(), &cm("m2", &[]))
+        .await
+        .unwrap();
+    wait_for("the metadata watcher", Duration::from_secs(5), || {
+        reader.len() == 2
+    })
+    .await;
+    task.abort();
+}
+
 #[test]
 fn spawn_blocking_works_without_a_runtime() {
     let kit = TestKit::spawn_blocking().unwrap();
