@@ -1000,7 +1000,10 @@ async fn metadata_only_lists_and_watches() {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
-        kube::runtime::metadata_watcher(cms.clone(), watcher::Config::default()),
+        watcher(
+            Api::<kube::core::PartialObjectMeta<ConfigMap>>::namespaced(kit.client(), "default"),
+            watcher::Config::default(),
+        ),
     )
     .applied_objects();
     let task = tokio::spawn(async move { stream.for_each(|_| async {}).await });
