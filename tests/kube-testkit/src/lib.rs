@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod defaults;
 pub mod faults;
 pub mod patch;
 pub mod registry;

@@ -244,6 +244,7 @@ struct Inner {
     /// Events with a resourceVersion at or below this are gone; watches from older versions get 410.
     compacted: u64,
     watchers: Vec<Watcher>,
+    allocators: crate::defaults::Allocators,
 }
 
 /// The server's state. All methods are synchronous and never block on I/O.
@@ -263,6 +264,7 @@ impl Store {
                 history_cap: history_cap.max(1),
                 compacted: 0,
                 watchers: Vec::new(),
+                allocators: Default::default(),
             }),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -643,6 +645,9 @@ impl Inner {
             && let Some(m) = obj.as_object_mut()
         {
             m.remove("status");
+        }
+        if ri.group.is_empty() && ri.plural == "services" && !opts.dry_run {
+            crate::defaults::default_service(&mut obj, &mut self.allocators);
         }
         if ri.plural == "namespaces" {
             obj["status"] = json!({"phase": "Active"});
