@@ -80,10 +80,11 @@ pub fn default_service(svc: &mut Value, alloc: &mut Allocators) {
         .unwrap_or("SingleStack")
         .to_string();
     spec.insert("ipFamilyPolicy".into(), json!(policy));
-    if !spec
+    let has_families = spec
         .get("ipFamilies")
-        .is_some_and(|f| f.as_array().is_some_and(|a| !a.is_empty()))
-    {
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    if !has_families {
         let families = if policy == "SingleStack" {
             json!(["IPv4"])
         } else {
