@@ -1,1 +1,1 @@
-//! Selection of Services, nodes and interfaces for L2 announcements (pure, no I/O).
+//! Cilium's L2 announcement selection semantics, plus ours, as pure code (no I/O).
