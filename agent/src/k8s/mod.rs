@@ -1,3 +1,4 @@
 //! Kubernetes mode: which node announces each Service IP, decided with one Lease per IP.
 
 pub mod election;
+pub mod leases;
