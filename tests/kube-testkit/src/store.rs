@@ -237,7 +237,8 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 
 struct Inner {
     rv: u64,
-    registry: Registry,
+    /// Shared with readers; copied on write (CRD changes only).
+    registry: std::sync::Arc<Registry>,
     objects: BTreeMap<StoreKey, BTreeMap<ObjKey, Value>>,
     history: VecDeque<HistEvent>,
     history_cap: usize,
@@ -258,7 +259,7 @@ impl Store {
         let store = Store {
             inner: Mutex::new(Inner {
                 rv: 0,
-                registry: Registry::builtin(),
+                registry: std::sync::Arc::new(Registry::builtin()),
                 objects: BTreeMap::new(),
                 history: VecDeque::new(),
                 history_cap: history_cap.max(1),
@@ -294,7 +295,8 @@ impl Store {
         self.lock().registry.lookup(group, version, plural).cloned()
     }
 
-    pub fn registry(&self) -> Registry {
+    /// A snapshot of the served resources (cheap: shared until a CRD changes).
+    pub fn registry(&self) -> std::sync::Arc<Registry> {
         self.lock().registry.clone()
     }
 
@@ -493,7 +495,7 @@ impl Inner {
         }
         if is_crd(ri) {
             if ty == "DELETED" {
-                self.registry.unregister_crd(&new);
+                std::sync::Arc::make_mut(&mut self.registry).unregister_crd(&new);
                 let gone = (
                     new["spec"]["group"]
                         .as_str()
@@ -507,7 +509,7 @@ impl Inner {
                 self.objects.remove(&gone);
                 self.watchers.retain(|w| w.key != gone);
             } else {
-                self.registry.register_crd(&new);
+                std::sync::Arc::make_mut(&mut self.registry).register_crd(&new);
             }
         }
         self.watchers.retain(|w| {
