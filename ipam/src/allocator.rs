@@ -123,13 +123,20 @@ impl PoolState {
     }
 }
 
-/// Who holds an address and which pool it came from (`None`: adopted from a service's
-/// status while outside every pool).
+/// Who holds an address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Holding {
     /// Sorted, without duplicates.
     holders: Vec<ServiceKey>,
-    pool: Option<String>,
+}
+
+/// Why the last attempt to satisfy a service failed.
+#[derive(Clone, Debug)]
+enum Failure {
+    Fixed(&'static str, String),
+    /// A requested address held by incompatible sharers: the message names the reason found
+    /// among the holders at decision time (holders may join later in the same reconcile).
+    Incompatible(IpAddr),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,9 +152,12 @@ struct ServiceState {
     /// `svc.selectable_labels()`, computed once per version.
     labels: Arc<BTreeMap<String, String>>,
     ips: Vec<IpAddr>,
+    /// The pool each held address belongs to for this service (sharers may differ); none
+    /// for an address adopted from the status while outside every pool.
+    origins: BTreeMap<IpAddr, String>,
     /// Sharing key the held addresses are indexed under.
     indexed_key: String,
-    failure: Option<(&'static str, String)>,
+    failure: Option<Failure>,
     desired: Option<Desired>,
     /// `desired` was returned as an update since the service's last observed version.
     emitted: bool,
@@ -179,6 +189,12 @@ pub struct Allocator {
     /// Addresses in use that lie outside the blocks of the pool they came from.
     pub(crate) outside: BTreeSet<IpAddr>,
     pools_touched: bool,
+    /// An address was freed since the last reconcile.
+    freed: bool,
+    /// Sharing keys (old and new) of services changed or deleted since the last reconcile.
+    touched_keys: BTreeSet<String>,
+    /// Addresses whose holders changed since the last reconcile.
+    touched_ips: BTreeSet<IpAddr>,
 }
 
 impl Allocator {
@@ -196,6 +212,9 @@ impl Allocator {
             cleared: BTreeSet::new(),
             outside: BTreeSet::new(),
             pools_touched: false,
+            freed: false,
+            touched_keys: BTreeSet::new(),
+            touched_ips: BTreeSet::new(),
         }
     }
 
@@ -333,6 +352,18 @@ impl Allocator {
             return;
         }
         self.cleared.remove(&key);
+        let old_key = match self.services.get(&key) {
+            Some(st) if sharing_view(&st.svc) == sharing_view(&svc) => None,
+            Some(st) => Some(st.svc.sharing_key.clone()),
+            None => Some(String::new()),
+        };
+        if let Some(old_key) = old_key {
+            self.touched_keys.extend(
+                [old_key, svc.sharing_key.clone()]
+                    .into_iter()
+                    .filter(|k| !k.is_empty()),
+            );
+        }
         match self.services.get_mut(&key) {
             Some(st) => {
                 st.labels = Arc::new(svc.selectable_labels());
@@ -344,6 +375,7 @@ impl Allocator {
                     labels: Arc::new(svc.selectable_labels()),
                     svc: Arc::new(svc),
                     ips: Vec::new(),
+                    origins: BTreeMap::new(),
                     indexed_key: String::new(),
                     failure: None,
                     desired: None,
@@ -361,6 +393,11 @@ impl Allocator {
     }
 
     fn forget_service(&mut self, key: &ServiceKey) {
+        if let Some(st) = self.services.get(key)
+            && !st.svc.sharing_key.is_empty()
+        {
+            self.touched_keys.insert(st.svc.sharing_key.clone());
+        }
         let ips = self
             .services
             .get(key)
@@ -377,60 +414,73 @@ impl Allocator {
     /// Allocates, releases and adopts addresses for every service that needs it, and returns
     /// the status writes to make.
     pub fn reconcile(&mut self) -> Decisions {
-        let mut work: Vec<(i64, ServiceKey)> = if self.all_dirty {
-            self.services
-                .values()
-                .map(|st| (st.svc.created, st.svc.key.clone()))
-                .collect()
+        // Unsatisfied services are worth another try only when addresses were freed, pools
+        // changed, or a service of their sharing group changed.
+        let freed = std::mem::take(&mut self.freed);
+        let touched_keys = std::mem::take(&mut self.touched_keys);
+        let touched_ips = std::mem::take(&mut self.touched_ips);
+        let retry = |st: &ServiceState| may_gain(st, freed, &touched_keys, &touched_ips);
+        let first: Vec<&ServiceState> = if self.all_dirty {
+            self.services.values().collect()
         } else {
+            let unsatisfied = self
+                .unsatisfied
+                .iter()
+                .filter_map(|k| self.services.get(k))
+                .filter(|st| retry(st));
             self.dirty
                 .iter()
-                .chain(self.unsatisfied.iter())
                 .filter_map(|k| self.services.get(k))
-                .map(|st| (st.svc.created, st.svc.key.clone()))
+                .chain(unsatisfied)
                 .collect()
         };
-        work.sort();
-        work.dedup();
-        let work: Vec<ServiceKey> = work.into_iter().map(|(_, k)| k).collect();
+        let mut work = in_order(first);
         let changed = std::mem::take(&mut self.dirty);
         self.all_dirty = false;
 
-        for key in &work {
-            self.revalidate(key, &changed);
-        }
-        for key in &work {
-            self.adopt(key);
-        }
-        for key in &work {
-            if let Some(st) = self.services.get_mut(key) {
-                st.failure = None;
+        let mut processed: BTreeSet<ServiceKey> = BTreeSet::new();
+        // Each further pass needs an address freed or a sharing group changed by the one
+        // before, and only adds addresses; the bound is a safety net.
+        for _ in 0..MAX_PASSES {
+            if work.is_empty() {
+                break;
             }
-        }
-        for key in &work {
-            if self
-                .services
-                .get(key)
-                .is_some_and(|st| !st.svc.requested_ips.is_empty())
-            {
-                self.satisfy_specific(key);
+            self.run_phases(&work, &changed);
+            processed.extend(work.iter().cloned());
+            // Addresses freed, or sharing groups changed, in this pass may satisfy (or change
+            // the reason of) services still waiting, including ones this pass already saw.
+            let freed = std::mem::take(&mut self.freed);
+            let touched_keys = std::mem::take(&mut self.touched_keys);
+            let touched_ips = std::mem::take(&mut self.touched_ips);
+            if !freed && touched_keys.is_empty() && touched_ips.is_empty() {
+                break;
             }
+            let waiting = self
+                .unsatisfied
+                .iter()
+                .chain(processed.iter())
+                .filter_map(|k| self.services.get(k))
+                .filter(|st| may_gain(st, freed, &touched_keys, &touched_ips))
+                .filter(|st| !self.is_satisfied(st))
+                .collect();
+            work = in_order(waiting);
         }
-        for key in &work {
-            if self
-                .services
-                .get(key)
-                .is_some_and(|st| st.svc.requested_ips.is_empty())
-            {
-                self.satisfy_generic(key);
-            }
-        }
+        let all_work = in_order(
+            processed
+                .iter()
+                .filter_map(|k| self.services.get(k))
+                .collect(),
+        );
+        // Releases in this reconcile were all seen by the passes above.
+        self.freed = false;
+        self.touched_keys.clear();
+        self.touched_ips.clear();
 
         if std::mem::take(&mut self.pools_touched) {
             let all: Vec<IpAddr> = self.ips.keys().copied().collect();
             self.outside = all.into_iter().filter(|ip| self.is_outside(*ip)).collect();
         } else {
-            for key in &work {
+            for key in &all_work {
                 for ip in self
                     .services
                     .get(key)
@@ -447,7 +497,7 @@ impl Allocator {
         }
 
         let mut decisions = Decisions::default();
-        for key in &work {
+        for key in &all_work {
             if let Some(update) = self.decide_service(key) {
                 decisions.services.push(update);
             }
@@ -457,6 +507,39 @@ impl Allocator {
         }
         decisions.pools = self.decide_pools();
         decisions
+    }
+
+    /// The four phases over `work` (in order): revalidate, adopt, specific, generic.
+    fn run_phases(&mut self, work: &[ServiceKey], changed: &BTreeSet<ServiceKey>) {
+        for key in work {
+            self.revalidate(key, changed);
+        }
+        for key in work {
+            self.adopt(key);
+        }
+        for key in work {
+            if let Some(st) = self.services.get_mut(key) {
+                st.failure = None;
+            }
+        }
+        for key in work {
+            if self
+                .services
+                .get(key)
+                .is_some_and(|st| !st.svc.requested_ips.is_empty())
+            {
+                self.satisfy_specific(key);
+            }
+        }
+        for key in work {
+            if self
+                .services
+                .get(key)
+                .is_some_and(|st| st.svc.requested_ips.is_empty())
+            {
+                self.satisfy_generic(key);
+            }
+        }
     }
 
     // ---- addresses ------------------------------------------------------------------
@@ -469,6 +552,7 @@ impl Allocator {
     }
 
     fn assign(&mut self, key: &ServiceKey, ip: IpAddr, pool: Option<String>) {
+        self.touched_ips.insert(ip);
         match self.ips.get_mut(&ip) {
             Some(h) => {
                 if let Err(at) = h.holders.binary_search(key) {
@@ -480,7 +564,6 @@ impl Allocator {
                     ip,
                     Holding {
                         holders: vec![key.clone()],
-                        pool,
                     },
                 );
                 for r in self.ranges_containing(ip) {
@@ -491,30 +574,44 @@ impl Allocator {
         if let Some(st) = self.services.get_mut(key) {
             st.ips.push(ip);
             st.ips.sort();
+            if let Some(pool) = pool {
+                st.origins.insert(ip, pool);
+            }
             if !st.indexed_key.is_empty() {
                 self.sharing
                     .entry(st.indexed_key.clone())
                     .or_default()
                     .insert(ip);
+                self.touched_keys.insert(st.indexed_key.clone());
             }
         }
     }
 
     fn release(&mut self, key: &ServiceKey, ip: IpAddr) {
+        self.touched_ips.insert(ip);
         let mut indexed_key = String::new();
         if let Some(st) = self.services.get_mut(key) {
             st.ips.retain(|a| *a != ip);
+            st.origins.remove(&ip);
             indexed_key = st.indexed_key.clone();
         }
         let Some(h) = self.ips.get_mut(&ip) else {
             return;
         };
         h.holders.retain(|k| k != key);
+        if !indexed_key.is_empty() {
+            self.touched_keys.insert(indexed_key.clone());
+        }
         if !h.holders.is_empty() {
+            // The holder that left may have been the one whose pool no longer contains it.
+            if !self.is_outside(ip) {
+                self.outside.remove(&ip);
+            }
             return;
         }
         self.ips.remove(&ip);
         self.outside.remove(&ip);
+        self.freed = true;
         if let Some(set) = self.sharing.get_mut(&indexed_key) {
             set.remove(&ip);
             if set.is_empty() {
@@ -587,7 +684,7 @@ impl Allocator {
             } else {
                 svc.requested_ips.contains(&ip)
             };
-            let origin = self.ips.get(&ip).and_then(|h| h.pool.clone());
+            let origin = st.origins.get(&ip).cloned();
             let keep = wanted
                 && match self.home(labels, ip, origin.as_deref()) {
                     Home::Pool(p) => {
@@ -623,10 +720,8 @@ impl Allocator {
         for ip in release {
             self.release(key, ip);
         }
-        for (ip, p) in rehome {
-            if let Some(h) = self.ips.get_mut(&ip) {
-                h.pool = Some(p);
-            }
+        if let Some(st) = self.services.get_mut(key) {
+            st.origins.extend(rehome);
         }
         if let Some(st) = self.services.get_mut(key)
             && st.indexed_key != new_key
@@ -683,13 +778,25 @@ impl Allocator {
             {
                 continue;
             }
+            // A reserved address (allowFirstLastIPs: No) is only taken back from a service
+            // LB-IPAM had satisfied, i.e. one that got it before the pool reserved it.
+            if !was_satisfied && self.is_reserved(ip) {
+                continue;
+            }
             self.assign(key, ip, origin);
         }
     }
 
+    fn is_reserved(&self, ip: IpAddr) -> bool {
+        self.pools
+            .values()
+            .flat_map(|p| &p.ranges)
+            .any(|r| r.reserved.contains(&ip))
+    }
+
     fn fail(&mut self, key: &ServiceKey, reason: &'static str, message: String) {
         if let Some(st) = self.services.get_mut(key) {
-            st.failure = Some((reason, message));
+            st.failure = Some(Failure::Fixed(reason, message));
         }
     }
 
@@ -736,11 +843,10 @@ impl Allocator {
                     self.fail(key, reason::ALREADY_ALLOCATED, msg);
                     continue;
                 }
-                if let Some(why) = self.incompatible_holder(&svc, ip) {
-                    let msg = format!(
-                        "The IP '{ip}' is already allocated to an incompatible service. Reason: {why}"
-                    );
-                    self.fail(key, reason::ALREADY_ALLOCATED_INCOMPATIBLE, msg);
+                if self.incompatible_holder(&svc, ip).is_some() {
+                    if let Some(st) = self.services.get_mut(key) {
+                        st.failure = Some(Failure::Incompatible(ip));
+                    }
                     continue;
                 }
             } else if self.pools[&pool]
@@ -773,8 +879,8 @@ impl Allocator {
             {
                 continue;
             }
-            if let Some(ip) = self.shareable(&svc, &labels, family) {
-                self.assign(key, ip, None);
+            if let Some((ip, pool)) = self.shareable(&svc, &labels, family) {
+                self.assign(key, ip, Some(pool));
                 continue;
             }
             let mut matched = false;
@@ -814,7 +920,7 @@ impl Allocator {
         svc: &Service,
         labels: &BTreeMap<String, String>,
         family: Family,
-    ) -> Option<IpAddr> {
+    ) -> Option<(IpAddr, String)> {
         if svc.sharing_key.is_empty() {
             return None;
         }
@@ -822,14 +928,17 @@ impl Allocator {
             .get(&svc.sharing_key)?
             .iter()
             .copied()
-            .find(|&ip| {
+            .filter(|&ip| {
                 Family::of(ip) == family
                     && self
                         .ips
                         .get(&ip)
                         .is_some_and(|h| h.holders.binary_search(&svc.key).is_err())
-                    && matches!(self.home(labels, ip, None), Home::Pool(_))
                     && self.incompatible_holder(svc, ip).is_none()
+            })
+            .find_map(|ip| match self.home(labels, ip, None) {
+                Home::Pool(p) => Some((ip, p)),
+                Home::Mismatch | Home::Outside => None,
             })
     }
 
@@ -865,11 +974,23 @@ impl Allocator {
             };
             service_condition("True", reason::SATISFIED, message)
         } else {
-            let (reason, message) = st.failure.clone().unwrap_or((
-                reason::NO_POOL,
-                "There are no enabled CiliumLoadBalancerIPPools that match this service"
-                    .to_string(),
-            ));
+            let (reason, message) = match &st.failure {
+                Some(Failure::Fixed(reason, message)) => (*reason, message.clone()),
+                Some(Failure::Incompatible(ip)) => {
+                    let why = self
+                        .incompatible_holder(&st.svc, *ip)
+                        .unwrap_or("incompatible");
+                    let msg = format!(
+                        "The IP '{ip}' is already allocated to an incompatible service. Reason: {why}"
+                    );
+                    (reason::ALREADY_ALLOCATED_INCOMPATIBLE, msg)
+                }
+                None => (
+                    reason::NO_POOL,
+                    "There are no enabled CiliumLoadBalancerIPPools that match this service"
+                        .to_string(),
+                ),
+            };
             service_condition("False", reason, message)
         };
         let desired = Desired {
@@ -911,10 +1032,19 @@ impl Allocator {
 
     /// Whether an address in use lies outside the blocks of the pool it came from.
     pub(crate) fn is_outside(&self, ip: IpAddr) -> bool {
-        let origin = self.ips.get(&ip).and_then(|h| h.pool.as_deref());
-        origin
-            .and_then(|n| self.pools.get(n))
-            .is_some_and(|p| !p.contains(ip))
+        !self.outside_origins(ip).is_empty()
+    }
+
+    /// Pools that some holder of `ip` got it from and that no longer contain it.
+    fn outside_origins(&self, ip: IpAddr) -> BTreeSet<&str> {
+        let holders = self.ips.get(&ip).map_or(&[][..], |h| h.holders.as_slice());
+        holders
+            .iter()
+            .filter_map(|k| self.services.get(k)?.origins.get(&ip))
+            .filter_map(|n| self.pools.get_key_value(n))
+            .filter(|(_, p)| !p.contains(ip))
+            .map(|(n, _)| n.as_str())
+            .collect()
     }
 
     /// Addresses in use, by origin pool, that lie outside that pool's blocks.
@@ -922,10 +1052,8 @@ impl Allocator {
         let mut out: BTreeMap<&str, Vec<_>> = BTreeMap::new();
         for ip in &self.outside {
             let Some(h) = self.ips.get(ip) else { continue };
-            if let Some((name, p)) = h.pool.as_deref().and_then(|n| self.pools.get_key_value(n))
-                && !p.contains(*ip)
-            {
-                out.entry(name.as_str())
+            for name in self.outside_origins(*ip) {
+                out.entry(name)
                     .or_default()
                     .push((*ip, h.holders.as_slice()));
             }
@@ -1059,6 +1187,12 @@ impl Allocator {
         }
     }
 
+    /// Makes the next reconcile re-evaluate every service (tests compare with it).
+    #[cfg(test)]
+    pub(crate) fn mark_all_dirty(&mut self) {
+        self.all_dirty = true;
+    }
+
     // ---- queries --------------------------------------------------------------------
 
     /// Addresses a service holds now.
@@ -1117,6 +1251,45 @@ impl Allocator {
                 .collect(),
         }
     }
+}
+
+/// Whether an unsatisfied service may gain something from the changes seen: freed
+/// addresses, a changed sharing group of its key, or a changed holding of an address it
+/// requests.
+fn may_gain(
+    st: &ServiceState,
+    freed: bool,
+    keys: &BTreeSet<String>,
+    ips: &BTreeSet<IpAddr>,
+) -> bool {
+    freed
+        || keys.contains(&st.svc.sharing_key)
+        || st.svc.requested_ips.iter().any(|ip| ips.contains(ip))
+}
+
+/// Upper bound on allocation passes in one reconcile (see [`Allocator::reconcile`]).
+const MAX_PASSES: usize = 64;
+
+/// The fields deciding whether a service may share an address.
+fn sharing_view(s: &Service) -> impl PartialEq + '_ {
+    (
+        &s.sharing_key,
+        &s.sharing_cross_namespace,
+        &s.ports,
+        s.external_traffic_local,
+        &s.selector,
+    )
+}
+
+/// Service keys by (creation time, key), without duplicates.
+fn in_order(states: Vec<&ServiceState>) -> Vec<ServiceKey> {
+    let mut v: Vec<(i64, &ServiceKey)> = states
+        .into_iter()
+        .map(|st| (st.svc.created, &st.svc.key))
+        .collect();
+    v.sort();
+    v.dedup();
+    v.into_iter().map(|(_, k)| k.clone()).collect()
 }
 
 fn counts_of(p: &PoolState) -> PoolCounts {

@@ -219,6 +219,16 @@ fn switching_allow_first_last_to_no_keeps_an_allocated_first_address() {
     a.reconcile();
     assert_eq!(ips_of(&a, "n", "s"), ["10.0.0.0"]);
     assert_eq!(ips_of(&a, "n", "t"), ["10.0.0.1"]);
+    // A restart keeps it too; a status claiming a reserved address without our condition
+    // does not get it.
+    let mut stranger = svc("n", "stranger");
+    stranger.ingress_ips = vec![ip("10.0.0.7")];
+    let b = alloc(
+        vec![p.clone()],
+        vec![observed(&a, &svc("n", "s")), stranger],
+    );
+    assert_eq!(ips_of(&b, "n", "s"), ["10.0.0.0"]);
+    assert_eq!(ips_of(&b, "n", "stranger"), ["10.0.0.1"]);
     // Freed, the reserved address stays reserved.
     a.apply(Event::ServiceDeleted(key("n", "s")));
     a.apply(Event::ServiceUpserted(svc("n", "u")));
@@ -1044,6 +1054,24 @@ fn freed_capacity_satisfies_waiting_services() {
     a.reconcile();
     assert_eq!(ips_of(&a, "n", "waiting"), ["10.0.0.1"]);
     assert_eq!(a.stats().services_unsatisfied, 0);
+}
+
+#[test]
+fn an_address_released_by_a_change_goes_to_a_waiting_service_in_the_same_reconcile() {
+    let p = selecting(pool("p", &["10.0.0.1"]), &[("net", "a")]);
+    let holder = with_labels(svc("n", "holder"), &[("net", "a")]);
+    let mut waiting = with_labels(svc("n", "waiting"), &[("net", "a")]);
+    waiting.created = 5;
+    let mut a = alloc(vec![p], vec![holder.clone(), waiting]);
+    assert_eq!(cond_of(&a, "n", "waiting"), unsatisfied(reason::OUT_OF_IPS));
+    // An unrelated event first: the waiting service is not retried, nothing changed for it.
+    a.apply(Event::ServiceUpserted(svc("other", "x")));
+    a.reconcile();
+    let moved = with_labels(observed(&a, &holder), &[("net", "b")]);
+    a.apply(Event::ServiceUpserted(moved));
+    let d = a.reconcile();
+    assert_eq!(ips_of(&a, "n", "waiting"), ["10.0.0.1"]);
+    assert_eq!(d.services.len(), 2);
 }
 
 // ---- decisions --------------------------------------------------------------------------
