@@ -945,3 +945,183 @@ spec:
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const NODES: [&str; 4] = ["n0", "n1", "n2", "n3"];
+
+    fn node_labels() -> impl Strategy<Value = Labels> {
+        (any::<bool>(), prop_oneof![Just("a"), Just("b")]).prop_map(|(cp, zone)| {
+            let mut l = Labels::from([("zone".to_string(), zone.to_string())]);
+            if cp {
+                l.insert("cp".into(), String::new());
+            }
+            l
+        })
+    }
+
+    fn policy() -> impl Strategy<Value = PolicyInfo> {
+        let node_selector = prop_oneof![
+            Just(json!(null)),
+            Just(json!({"matchLabels": {"zone": "a"}})),
+            Just(json!({"matchExpressions": [{"key": "cp", "operator": "Exists"}]})),
+            Just(json!({"matchExpressions": [{"key": "cp", "operator": "DoesNotExist"}]})),
+            Just(json!({"matchExpressions": [{"key": "cp", "operator": "In"}]})),
+        ];
+        let service_selector = prop_oneof![
+            Just(json!(null)),
+            Just(json!({"matchLabels": {"app": "x"}})),
+            Just(
+                json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["x", "y"]}]})
+            ),
+            Just(json!({"matchLabels": {"io.kubernetes.service.name": "s1"}})),
+        ];
+        let interfaces = prop_oneof![
+            Just(json!([])),
+            Just(json!(["eno1"])),
+            Just(json!(["eno2", "^bond"])),
+            Just(json!(["[bad"])),
+        ];
+        (
+            node_selector,
+            service_selector,
+            any::<bool>(),
+            any::<bool>(),
+            interfaces,
+        )
+            .prop_map(|(n, s, lb, ext, i)| {
+                PolicyInfo::new(
+                    "p",
+                    &serde_json::from_value(json!({
+                        "nodeSelector": n, "serviceSelector": s,
+                        "loadBalancerIPs": lb, "externalIPs": ext, "interfaces": i
+                    }))
+                    .unwrap(),
+                )
+            })
+    }
+
+    fn ips() -> impl Strategy<Value = Vec<IpAddr>> {
+        proptest::collection::vec((1u8..5).prop_map(|i| IpAddr::from([192, 0, 2, i])), 0..3)
+    }
+
+    fn services() -> impl Strategy<Value = Vec<ServiceInfo>> {
+        proptest::collection::vec(
+            (
+                prop_oneof![Just("x"), Just("y"), Just("z")],
+                prop_oneof![
+                    Just(None),
+                    Just(Some("io.cilium/l2-announcer")),
+                    Just(Some("other"))
+                ],
+                ips(),
+                ips(),
+                any::<bool>(),
+            ),
+            1..6,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (app, class, lb, ext, local))| ServiceInfo {
+                    key: ServiceKey::new("ns", format!("s{i}")),
+                    labels: Labels::from([("app".to_string(), app.to_string())]),
+                    load_balancer_class: class.map(String::from),
+                    lb_ingress_ips: lb,
+                    external_ips: ext,
+                    traffic_local: local,
+                })
+                .collect()
+        })
+    }
+
+    fn universe() -> impl Strategy<
+        Value = (
+            BTreeMap<String, Labels>,
+            Vec<PolicyInfo>,
+            Vec<ServiceInfo>,
+            EndpointIndex,
+        ),
+    > {
+        (
+            proptest::collection::vec(node_labels(), NODES.len()),
+            proptest::collection::vec(policy(), 0..4),
+            services(),
+        )
+            .prop_flat_map(|(labels, policies, services)| {
+                let n = services.len();
+                let endpoints = proptest::collection::vec(
+                    (
+                        proptest::collection::btree_set(0..NODES.len(), 0..3),
+                        any::<bool>(),
+                    ),
+                    n,
+                );
+                (Just(labels), Just(policies), Just(services), endpoints)
+            })
+            .prop_map(|(labels, policies, services, endpoints)| {
+                let nodes = NODES.iter().map(|n| n.to_string()).zip(labels).collect();
+                let index = services
+                    .iter()
+                    .zip(endpoints)
+                    .map(|(s, (on, nowhere))| {
+                        (
+                            s.key.clone(),
+                            ServiceEndpoints {
+                                ready_nodes: on.into_iter().map(|i| NODES[i].to_string()).collect(),
+                                ready_without_node: nowhere,
+                            },
+                        )
+                    })
+                    .collect();
+                (nodes, policies, services, index)
+            })
+    }
+
+    proptest! {
+        /// Every node's own view agrees with the cluster view, and every candidacy is backed
+        /// by a policy that applies on the node and a Service of ours that has the IP.
+        #[test]
+        fn node_view_agrees_with_cluster_view((nodes, policies, services, endpoints) in universe()) {
+            let sel = Selection::new(&policies, &services);
+            let eligible = sel.eligible_nodes(&nodes, &endpoints);
+            for (name, labels) in &nodes {
+                let c = sel.candidacies(name, labels, &nodes, &endpoints);
+                for ip in sel.ips() {
+                    let in_cluster_view = eligible.get(ip).is_some_and(|e| e.contains(name));
+                    prop_assert_eq!(c.contains_key(ip), in_cluster_view, "{} {}", name, ip);
+                }
+                for (ip, cand) in &c {
+                    prop_assert_eq!(&cand.eligible_nodes, &eligible[ip]);
+                    prop_assert!(!cand.services.is_empty());
+                    for key in &cand.services {
+                        let svc = services.iter().find(|s| &s.key == key).unwrap();
+                        prop_assert!(svc.class_is_ours());
+                        prop_assert!(policies.iter().any(|p| p.selects_node(labels) && p.announced_ips(svc).contains(ip)));
+                    }
+                }
+            }
+        }
+
+        /// The order in which policies and Services arrive changes nothing (Cilium's
+        /// TestHappyPathPermutations, generalised).
+        #[test]
+        fn order_of_inputs_does_not_matter((nodes, policies, services, endpoints) in universe()) {
+            let forward = Selection::new(&policies, &services);
+            let rev_p: Vec<_> = policies.iter().rev().cloned().collect();
+            let rev_s: Vec<_> = services.iter().rev().cloned().collect();
+            let backward = Selection::new(&rev_p, &rev_s);
+            prop_assert_eq!(forward.eligible_nodes(&nodes, &endpoints), backward.eligible_nodes(&nodes, &endpoints));
+            for (name, labels) in &nodes {
+                prop_assert_eq!(
+                    forward.candidacies(name, labels, &nodes, &endpoints),
+                    backward.candidacies(name, labels, &nodes, &endpoints)
+                );
+            }
+        }
+    }
+}
