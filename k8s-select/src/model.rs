@@ -55,15 +55,6 @@ pub struct ServiceInfo {
     pub traffic_local: bool,
 }
 
-impl ServiceKey {
-    fn default_from_meta(namespace: Option<&String>, name: Option<&String>) -> ServiceKey {
-        ServiceKey::new(
-            namespace.cloned().unwrap_or_default(),
-            name.cloned().unwrap_or_default(),
-        )
-    }
-}
-
 impl From<&Service> for ServiceInfo {
     fn from(svc: &Service) -> Self {
         let spec = svc.spec.as_ref();
@@ -84,9 +75,9 @@ impl From<&Service> for ServiceInfo {
             .filter_map(|ip| parse_ip(ip))
             .collect();
         ServiceInfo {
-            key: ServiceKey::default_from_meta(
-                svc.metadata.namespace.as_ref(),
-                svc.metadata.name.as_ref(),
+            key: ServiceKey::new(
+                svc.metadata.namespace.clone().unwrap_or_default(),
+                svc.metadata.name.clone().unwrap_or_default(),
             ),
             labels: svc.metadata.labels.clone().unwrap_or_default(),
             load_balancer_class: spec.and_then(|s| s.load_balancer_class.clone()),
@@ -116,8 +107,9 @@ impl ServiceInfo {
     }
 }
 
-/// Parses an address as Go's `netip.ParseAddr` would accept it from the API (no zone, no
-/// surrounding space); anything else is skipped.
+/// Parses an address in the form the API server admits for `externalIPs` and ingress IPs
+/// (no zone, no leading zeros); anything else is skipped, as Cilium skips what
+/// `netip.ParseAddr` rejects.
 fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }

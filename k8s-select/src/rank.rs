@@ -10,6 +10,7 @@
 //! mixes the last bytes poorly, and node names often differ only there). Both are fixed
 //! algorithms, so the order is stable across versions, platforms and restarts.
 
+use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -43,10 +44,10 @@ pub fn score(ip: IpAddr, node: &str) -> u64 {
     fmix64(fnv1a64(bytes))
 }
 
-/// Orders two nodes for an IP: higher score first, then by name (a tie is practically
-/// impossible, but the order must be total).
-fn before(ip: IpAddr, a: &str, b: &str) -> bool {
-    (score(ip, a), std::cmp::Reverse(a)) > (score(ip, b), std::cmp::Reverse(b))
+/// The sort key of a node for an IP: a greater key is preferred. Equal scores (practically
+/// impossible) fall back to the name, smaller first, so the order is total.
+fn preference(ip: IpAddr, node: &str) -> (u64, Reverse<&str>) {
+    (score(ip, node), Reverse(node))
 }
 
 /// The rank of `node` for `ip` among `eligible` (0 = preferred). A node not in `eligible`
@@ -57,16 +58,14 @@ pub fn rank(ip: IpAddr, node: &str, eligible: &BTreeSet<String>) -> usize {
     }
     eligible
         .iter()
-        .filter(|other| other.as_str() != node && before(ip, other, node))
+        .filter(|other| preference(ip, other) > preference(ip, node))
         .count()
 }
 
 /// The eligible nodes for `ip`, preferred first.
 pub fn ranking(ip: IpAddr, eligible: &BTreeSet<String>) -> Vec<&str> {
     let mut nodes: Vec<&str> = eligible.iter().map(String::as_str).collect();
-    nodes.sort_by(|a, b| {
-        (score(ip, b), std::cmp::Reverse(*b)).cmp(&(score(ip, a), std::cmp::Reverse(*a)))
-    });
+    nodes.sort_by_key(|n| Reverse(preference(ip, n)));
     nodes
 }
 
