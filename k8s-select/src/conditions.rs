@@ -37,7 +37,7 @@ pub fn desired_conditions(
     ] {
         let existing = out.iter().position(|c| c.type_ == type_);
         let (status, message) = match problem {
-            Some(message) => ("True", message.clone()),
+            Some(message) => ("True", truncate(message)),
             None if existing.is_some() => ("False", String::new()),
             None => continue,
         };
@@ -58,6 +58,18 @@ pub fn desired_conditions(
             None => out.push(condition),
         }
     }
+    out
+}
+
+/// The CRD allows messages of at most 32768 characters; an error quoting a huge regex or
+/// selector value must not make the status write fail forever.
+fn truncate(message: &str) -> String {
+    const MAX: usize = 32768;
+    if message.chars().count() <= MAX {
+        return message.to_string();
+    }
+    let mut out: String = message.chars().take(MAX - 3).collect();
+    out.push_str("...");
     out
 }
 
@@ -133,6 +145,15 @@ mod tests {
         );
         assert!(c[1].message.contains("bad key!"), "{}", c[1].message);
         assert!(c[2].message.contains("(eno"), "{}", c[2].message);
+    }
+
+    #[test]
+    fn huge_messages_are_cut_to_what_the_crd_accepts() {
+        let p = problems(json!({"interfaces": [format!("({}", "é".repeat(40000))]}));
+        let c = desired_conditions(&[], &p, Some(1), &time("2026-01-01T00:00:00Z"));
+        assert_eq!(c[0].message.chars().count(), 32768);
+        assert!(c[0].message.ends_with("..."));
+        assert_eq!(truncate("short"), "short");
     }
 
     #[test]
