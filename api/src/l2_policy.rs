@@ -57,7 +57,8 @@ pub const CONDITION_REASON_ERROR: &str = "error";
 )]
 #[schemars(description = "Spec is a human readable description of a L2 announcement\npolicy")]
 pub struct CiliumL2AnnouncementPolicySpec {
-    /// Nodes whose agents announce; `None` selects every node.
+    /// Selects the nodes that announce the IPs of the selected services; unset selects
+    /// every node.
     #[serde(
         rename = "nodeSelector",
         default,
@@ -65,8 +66,9 @@ pub struct CiliumL2AnnouncementPolicySpec {
     )]
     #[schemars(schema_with = "node_selector_schema")]
     pub node_selector: Option<LabelSelector>,
-    /// Services to announce (their labels plus the pseudo-labels
-    /// `io.kubernetes.service.namespace` and `io.kubernetes.service.name`); `None` selects all.
+    /// Selects the services to announce, by their labels plus the pseudo-labels
+    /// `io.kubernetes.service.namespace` and `io.kubernetes.service.name`; unset selects all.
+    /// A service's loadBalancerClass must be unset or `io.cilium/l2-announcer`.
     #[serde(
         rename = "serviceSelector",
         default,
@@ -74,7 +76,8 @@ pub struct CiliumL2AnnouncementPolicySpec {
     )]
     #[schemars(schema_with = "service_selector_schema")]
     pub service_selector: Option<LabelSelector>,
-    /// Announce `status.loadBalancer.ingress[].ip`.
+    /// If true, the loadbalancer IPs of the services (`status.loadBalancer.ingress[].ip`) are
+    /// announced.
     #[serde(
         rename = "loadBalancerIPs",
         default,
@@ -82,12 +85,12 @@ pub struct CiliumL2AnnouncementPolicySpec {
     )]
     #[schemars(schema_with = "load_balancer_ips_schema", transform = no_default)]
     pub load_balancer_ips: bool,
-    /// Announce `spec.externalIPs`.
+    /// If true, the external IPs of the services (`spec.externalIPs`) are announced.
     #[serde(rename = "externalIPs", default, deserialize_with = "null_as_default")]
     #[schemars(schema_with = "external_ips_schema", transform = no_default)]
     pub external_ips: bool,
-    /// Regular expressions (unanchored, OR-ed) naming the interfaces to announce on; empty
-    /// means every usable interface.
+    /// Regular expressions (unanchored, OR-ed) naming the network interfaces to announce the
+    /// services on; unset or empty means every usable interface.
     #[serde(
         default,
         deserialize_with = "null_as_default",
