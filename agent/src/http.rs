@@ -1,7 +1,7 @@
 //! The agent's HTTP endpoints: /metrics (Prometheus, read from the maps at scrape time),
 //! /livez, /readyz and /status (JSON, for `l2announcer status`).
 
-use std::{fmt::Write as _, net::SocketAddr};
+use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -19,25 +19,38 @@ use prometheus_client::{
 
 use crate::announcer::{Shared, Status};
 
+/// The metrics registry: the data plane's counters (read from the maps at scrape time);
+/// other parts register theirs into it before serving.
+pub fn registry(shared: Shared) -> Registry {
+    let mut registry = Registry::with_prefix("l2announcer");
+    registry.register_collector(Box::new(StatusCollector(shared)));
+    registry
+}
+
 /// Serves until `shutdown` resolves.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     shared: Shared,
+    registry: Arc<Registry>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, router(shared))
+    axum::serve(listener, router(shared, registry))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-pub fn router(shared: Shared) -> Router {
+pub fn router(shared: Shared, registry: Arc<Registry>) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics).with_state(registry))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .with_state(shared)
+}
+
+/// Binds the metrics address, with a clear error when it is taken.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
 }
 
 async fn status(State(shared): State<Shared>) -> Result<Json<Status>, (StatusCode, String)> {
@@ -69,9 +82,7 @@ async fn readyz(State(shared): State<Shared>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn metrics(State(shared): State<Shared>) -> Response {
-    let mut registry = Registry::with_prefix("l2announcer");
-    registry.register_collector(Box::new(StatusCollector(shared)));
+async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
     let mut body = String::new();
     match encode(&mut body, &registry) {
         Ok(()) => (

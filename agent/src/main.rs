@@ -23,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Kubernetes mode (DaemonSet): announce the LoadBalancer IPs this node wins, by Lease,
+    /// as CiliumL2AnnouncementPolicy objects select them.
+    Agent(AgentArgs),
     /// Announce fixed addresses on this machine, without Kubernetes, until stopped.
     Standalone(StandaloneArgs),
     /// Show what the running l2announcer on this machine announces, and its counters.
@@ -43,6 +46,48 @@ struct StandaloneArgs {
     /// A YAML file with groups of addresses and interfaces (and the settings below).
     #[arg(long)]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    dataplane: DataplaneArgs,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// This node's name (as in its Node object).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Kubeconfig file; without it, the in-cluster service account (or ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the per-IP leases [default: the pod's namespace, else kube-system].
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long a lease is valid without renewal (Cilium's l2-announcements-lease-duration).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How long a holder whose renewals fail keeps announcing (Cilium's
+    /// l2-announcements-renew-deadline).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    lease_renew_deadline: Duration,
+    /// Time between retries (Cilium's l2-announcements-retry-period).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    lease_retry_period: Duration,
+    /// During an API outage: keep announcing until another MAC claims the address on the
+    /// wire (`keep`), or stop at the renew deadline (`stop`).
+    #[arg(long, value_enum, default_value = "keep")]
+    api_outage: OutagePolicy,
+    #[command(flatten)]
+    dataplane: DataplaneArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutagePolicy {
+    Keep,
+    Stop,
+}
+
+/// Data-plane settings shared by `agent` and `standalone`.
+#[derive(clap::Args)]
+struct DataplaneArgs {
     /// XDP attach mode [default: auto: native where the driver supports it, else generic].
     #[arg(long, value_enum)]
     xdp_mode: Option<XdpModeSetting>,
@@ -97,6 +142,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Agent(args) => run_agent(args).await,
             Command::Standalone(args) => run_standalone(args).await,
             Command::Status(args) => show_status(args).await,
         }
@@ -116,30 +162,22 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         None => Config::default(),
     };
     let groups = standalone::groups(&args.interfaces, &args.ips, &config)?;
-    let defaults = Settings::default();
-    let settings = Settings {
-        xdp_mode: args
-            .xdp_mode
-            .or(config.xdp_mode)
-            .unwrap_or(defaults.xdp_mode),
-        garp_count: args
-            .garp_count
-            .or(config.garp_count)
-            .unwrap_or(defaults.garp_count),
-        garp_interval: args
-            .garp_interval
-            .or(config.garp_interval)
-            .unwrap_or(defaults.garp_interval),
-        garp_refresh: args.garp_refresh.or(config.garp_refresh),
-        liveness_timeout: args
-            .liveness_timeout
-            .or(config.liveness_timeout)
-            .unwrap_or(defaults.liveness_timeout),
-    };
-    if settings.liveness_timeout < l2announcer::announcer::HEARTBEAT * 2 {
-        bail!("--liveness-timeout must be at least 2s (the heartbeat is written every second)");
-    }
-    let metrics_addr = args
+    let dp = &args.dataplane;
+    let settings = settings(
+        dp,
+        Settings {
+            xdp_mode: config.xdp_mode.unwrap_or_default(),
+            garp_count: config.garp_count.unwrap_or(Settings::default().garp_count),
+            garp_interval: config
+                .garp_interval
+                .unwrap_or(Settings::default().garp_interval),
+            garp_refresh: config.garp_refresh,
+            liveness_timeout: config
+                .liveness_timeout
+                .unwrap_or(Settings::default().liveness_timeout),
+        },
+    )?;
+    let metrics_addr = dp
         .metrics_addr
         .or(config.metrics_addr)
         .unwrap_or(DEFAULT_METRICS_ADDR.parse()?);
@@ -156,19 +194,6 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             names.join(", ")
         );
     }
-    if unsafe { libc::geteuid() } != 0 {
-        info!("not running as root: loading XDP needs CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW");
-    }
-
-    let dataplane = Dataplane::load(settings.liveness_timeout)?;
-    let shared = Shared::new(Core {
-        dataplane,
-        links: current,
-        gratuitous_sent: Default::default(),
-        attach_errors: Default::default(),
-        ready: false,
-    });
-    let announcer = Announcer::new(shared.clone(), settings)?;
     let (groups_tx, groups_rx) = watch::channel(groups);
     if let Some(path) = args.config.clone() {
         tokio::spawn(reload_on_sighup(
@@ -178,26 +203,191 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             groups_tx,
         ));
     }
+    let (mut node, announcer) = Node::start(settings, metrics_addr, current).await?;
+    node.serve_http();
+    let result = announcer.run(groups_rx, shutdown_signal()).await;
+    node.stop_http().await;
+    result?;
+    info!("stopped");
+    Ok(())
+}
 
+/// The settings: flags over `base` (which holds the config file's values and the defaults).
+fn settings(dp: &DataplaneArgs, base: Settings) -> anyhow::Result<Settings> {
+    let settings = Settings {
+        xdp_mode: dp.xdp_mode.unwrap_or(base.xdp_mode),
+        garp_count: dp.garp_count.unwrap_or(base.garp_count),
+        garp_interval: dp.garp_interval.unwrap_or(base.garp_interval),
+        garp_refresh: dp.garp_refresh.or(base.garp_refresh),
+        liveness_timeout: dp.liveness_timeout.unwrap_or(base.liveness_timeout),
+    };
+    if settings.liveness_timeout < l2announcer::announcer::HEARTBEAT * 2 {
+        bail!("--liveness-timeout must be at least 2s (the heartbeat is written every second)");
+    }
+    Ok(settings)
+}
+
+/// What both modes run besides the announcer: the shared core and the HTTP endpoints.
+struct Node {
+    shared: Shared,
+    registry: prometheus_client::registry::Registry,
+    listener: Option<tokio::net::TcpListener>,
+    http: Option<(
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    )>,
+}
+
+impl Node {
+    async fn start(
+        settings: Settings,
+        metrics_addr: SocketAddr,
+        links: std::collections::BTreeMap<u32, links::Link>,
+    ) -> anyhow::Result<(Self, Announcer)> {
+        // Bind first: a taken port is a clear error before anything is attached.
+        let listener = http::bind(metrics_addr)
+            .await
+            .with_context(|| format!("listening on {metrics_addr}"))?;
+        if unsafe { libc::geteuid() } != 0 {
+            info!(
+                "not running as root: XDP needs CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW and CAP_PERFMON"
+            );
+        }
+        let dataplane = Dataplane::load(settings.liveness_timeout)?;
+        let shared = Shared::new(Core {
+            dataplane,
+            links,
+            gratuitous_sent: Default::default(),
+            attach_errors: Default::default(),
+            ready: false,
+        });
+        let announcer = Announcer::new(shared.clone(), settings)?;
+        let registry = http::registry(shared.clone());
+        let node = Node {
+            shared,
+            registry,
+            listener: Some(listener),
+            http: None,
+        };
+        Ok((node, announcer))
+    }
+
+    /// Starts the HTTP endpoints with the registry as it is now.
+    fn serve_http(&mut self) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        let registry = std::mem::take(&mut self.registry);
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let addr = listener.local_addr().ok();
+        let server = tokio::spawn(http::serve(
+            listener,
+            self.shared.clone(),
+            std::sync::Arc::new(registry),
+            async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            },
+        ));
+        info!(metrics_addr = ?addr, "serving /metrics, /livez, /readyz, /status");
+        self.http = Some((stop_tx, server));
+    }
+
+    async fn stop_http(self) {
+        if let Some((stop, server)) = self.http {
+            let _ = stop.send(true);
+            if let Ok(Err(e)) = server.await {
+                error!(error = %e, "HTTP server");
+            }
+        }
+    }
+}
+
+async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    use l2announcer::k8s::{
+        controller::{Config as AgentConfig, Controller},
+        election::Timings,
+        metrics::K8sMetrics,
+    };
+    let timings = Timings {
+        lease_duration: args.lease_duration,
+        renew_deadline: args.lease_renew_deadline,
+        retry_period: args.lease_retry_period,
+    };
+    timings.validate().context("lease timings")?;
+    let settings = settings(&args.dataplane, Settings::default())?;
+    let metrics_addr = args
+        .dataplane
+        .metrics_addr
+        .unwrap_or(DEFAULT_METRICS_ADDR.parse()?);
+    let kube_config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .context("kubeconfig")?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
+    };
+    // Two clients, two connection pools: watches and status writes never queue in front of
+    // lease renewals.
+    let client = kube::Client::try_from(kube_config.clone()).context("API client")?;
+    let lease_client = kube::Client::try_from(kube_config).context("API client")?;
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| "kube-system".into());
+
+    let (handle, _) = links::watch().context("rtnetlink")?;
+    let current = links::dump(&handle).await.context("listing interfaces")?;
+    let (mut node, announcer) = Node::start(settings, metrics_addr, current).await?;
+    let metrics = std::sync::Arc::new(K8sMetrics::register(&mut node.registry));
+    node.serve_http();
+    let (groups_tx, groups_rx) = watch::channel(Vec::new());
+    let controller = Controller::new(
+        AgentConfig {
+            node_name: args.node_name.clone(),
+            lease_namespace,
+            timings,
+            keep_on_outage: args.api_outage == OutagePolicy::Keep,
+        },
+        client,
+        lease_client,
+        node.shared.clone(),
+        metrics,
+        groups_tx,
+    );
+    info!(node = %args.node_name, "agent started");
+
+    // On SIGTERM: the controller stops deciding, the announcer withdraws every entry and
+    // detaches, and only then are the leases released, so that no two nodes ever answer.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let http_stop = {
+    let stop_controller = {
         let mut rx = stop_rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let listener_check = tokio::net::TcpListener::bind(metrics_addr)
-        .await
-        .with_context(|| format!("listening on {metrics_addr}"))?;
-    drop(listener_check);
-    let server = tokio::spawn(http::serve(metrics_addr, shared.clone(), http_stop));
-    info!(%metrics_addr, "serving /metrics, /livez, /readyz, /status");
-
-    let result = announcer.run(groups_rx, shutdown_signal()).await;
-    let _ = stop_tx.send(true);
-    if let Ok(Err(e)) = server.await {
-        error!(error = %e, "HTTP server");
+    let controller = tokio::spawn(controller.run(stop_controller));
+    let stop_announcer = {
+        let mut rx = stop_rx;
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let result = announcer.run(groups_rx, stop_announcer).await;
+    signal.abort();
+    match controller.await {
+        Ok(controller) => controller.release_all().await,
+        Err(e) => error!(error = %e, "controller task"),
     }
+    node.stop_http().await;
     result?;
     info!("stopped");
     Ok(())

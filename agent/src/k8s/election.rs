@@ -271,6 +271,11 @@ impl Election {
         }
     }
 
+    /// Holding the lease or waiting for a write: not to be forgotten yet.
+    pub fn busy(&self) -> bool {
+        self.holding.is_some() || self.in_flight
+    }
+
     /// Whether this node holds the lease (whatever the deadline says).
     pub fn holds(&self) -> bool {
         self.holding.is_some()
