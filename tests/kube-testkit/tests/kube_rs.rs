@@ -1036,3 +1036,100 @@ fn spawn_blocking_works_without_a_runtime() {
     drop(kit);
     assert!(!dir.exists(), "the temporary directory is removed");
 }
+
+#[tokio::test]
+async fn dry_run_collections_namespaces_and_selector_watches() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let kit = TestKit::start().await.unwrap();
+    let client = kit.client();
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "scratch"}})).unwrap();
+    nss.create(&PostParams::default(), &ns).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "scratch");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let rv = kit.resource_version();
+    cms.create(&dry, &cm("ghost", &[])).await.unwrap();
+    assert_eq!(api_code(cms.get("ghost").await.unwrap_err()), 404);
+    assert_eq!(kit.resource_version(), rv, "a dry run stores nothing");
+
+    let mut w = cms
+        .watch(
+            &WatchParams::default().labels("pick=yes").timeout(5),
+            &rv.to_string(),
+        )
+        .await
+        .unwrap()
+        .boxed();
+    for i in 0..4 {
+        let mut c = cm(&format!("c{i}"), &[]);
+        c.metadata.labels = Some(BTreeMap::from([(
+            "pick".into(),
+            if i < 2 { "yes" } else { "no" }.into(),
+        )]));
+        cms.create(&PostParams::default(), &c).await.unwrap();
+    }
+    cms.patch(
+        "c2",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"pick": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    cms.patch(
+        "c0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"pick": "no"}}})),
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        match w.try_next().await.unwrap() {
+            Some(WatchEvent::Added(o)) => seen.push(format!("ADDED {}", o.name_any())),
+            Some(WatchEvent::Deleted(o)) => seen.push(format!("DELETED {}", o.name_any())),
+            Some(WatchEvent::Bookmark(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seen, ["ADDED c0", "ADDED c1", "ADDED c2", "DELETED c0"]);
+
+    let deleted = cms
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("pick=yes"),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = deleted
+        .left()
+        .unwrap()
+        .items
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert_eq!(names, ["c1", "c2"]);
+    assert_eq!(
+        cms.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
+    nss.delete("scratch", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(api_code(nss.get("scratch").await.unwrap_err()), 404);
+    let everywhere: Api<ConfigMap> = Api::all(client);
+    let left: Vec<String> = everywhere
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "deleting a namespace deletes its objects: {left:?}"
+    );
+}
