@@ -147,17 +147,6 @@ impl ApiError {
     }
 }
 
-/// A successful `Status` (answers of some deletes).
-pub fn success_status(group: &str, resource: &str, name: &str, uid: &str) -> Value {
-    json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Success",
-        "details": {"name": name, "group": group, "kind": resource, "uid": uid},
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
