@@ -1133,3 +1133,59 @@ async fn dry_run_collections_namespaces_and_selector_watches() {
         "deleting a namespace deletes its objects: {left:?}"
     );
 }
+
+#[tokio::test]
+async fn server_side_apply_to_status_subresource() {
+    let kit = TestKit::start().await.unwrap();
+    let svcs: Api<Service> = Api::namespaced(kit.client(), "default");
+    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "lb"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}))
+    .unwrap();
+    let created = svcs.create(&PostParams::default(), &svc).await.unwrap();
+    assert_eq!(
+        created.spec.as_ref().unwrap().ip_families.as_deref(),
+        Some(&["IPv4".to_string()][..])
+    );
+    let status = |ip: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb", "labels": {"ignored": "yes"}},
+               "spec": {"type": "ClusterIP"},
+               "status": {"loadBalancer": {"ingress": [{"ip": ip}]}, "conditions": [{"type": "Allocated", "status": "True",
+                   "reason": "Ok", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+    };
+    let s = svcs
+        .patch_status(
+            "lb",
+            &PatchParams::apply("ipam").force(),
+            &Patch::Apply(status("192.0.2.1")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.spec.as_ref().unwrap().type_.as_deref(),
+        Some("LoadBalancer"),
+        "/status ignores spec"
+    );
+    assert!(s.metadata.labels.is_none(), "/status ignores metadata");
+    let st = s.status.unwrap();
+    assert_eq!(
+        st.load_balancer.unwrap().ingress.unwrap()[0].ip.as_deref(),
+        Some("192.0.2.1")
+    );
+    assert_eq!(st.conditions.unwrap()[0].type_, "Allocated");
+    let mf = s.metadata.managed_fields.unwrap();
+    let ipam = mf
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("ipam"))
+        .unwrap();
+    assert_eq!(ipam.subresource.as_deref(), Some("status"));
+    // Another manager may not take the ingress without force.
+    let err = svcs
+        .patch_status(
+            "lb",
+            &PatchParams::apply("other"),
+            &Patch::Apply(status("192.0.2.2")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(err), 409);
+}
