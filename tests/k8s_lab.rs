@@ -1,0 +1,387 @@
+//! Kubernetes mode end to end: three node namespaces and a client on two L2 segments
+//! (bridges for "eno1" and "eno2"), each node running the real `l2announcer agent` against one
+//! API test kit. The client's ARP shows which node answers each VIP.
+//!
+//! The seed's policies and Services are applied verbatim with kubectl; the Services' load
+//! balancer addresses are set in their status as the LB-IPAM operator would (the first
+//! address of the seed's pools).
+
+use std::{
+    io::Write as _,
+    net::SocketAddr,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use kube_testkit::TestKit;
+use l2announcer_tests::{Agent, Netns, arping, eventually, in_netns, require_root, unique};
+
+const API_ADDR: &str = "198.51.100.1";
+const INTERNAL_VIP: &str = "192.168.3.150";
+const PUBLIC_VIP: &str = "192.168.4.150";
+
+/// Fast lease timings so that failover tests take seconds (valid by Cilium's rules).
+const TIMINGS: [&str; 6] = [
+    "--lease-duration",
+    "3s",
+    "--lease-renew-deadline",
+    "1500ms",
+    "--lease-retry-period",
+    "500ms",
+];
+
+const SEED_POLICIES: &str = r#"
+apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata:
+  name: l2-policy-eno1
+  labels:
+    app.kubernetes.io/managed-by: terraform
+    app.kubernetes.io/component: cilium-l2-policy
+    network.example.com/interface: eno1
+    network.example.com/type: internal
+spec:
+  serviceSelector:
+    matchLabels:
+      network.example.com/interface: eno1
+  nodeSelector:
+    matchLabels: {}
+  interfaces:
+    - eno1
+  externalIPs: true
+  loadBalancerIPs: true
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata:
+  name: l2-policy-eno2
+  labels:
+    app.kubernetes.io/managed-by: terraform
+    app.kubernetes.io/component: cilium-l2-policy
+    network.example.com/interface: eno2
+    network.example.com/type: public-api
+spec:
+  serviceSelector:
+    matchLabels:
+      network.example.com/interface: eno2
+  nodeSelector:
+    matchLabels:
+      node.kubernetes.io/control-plane: ""
+  interfaces:
+    - eno2
+  externalIPs: true
+  loadBalancerIPs: true
+"#;
+
+const SEED_SERVICES: &str = r#"
+# Internal service
+apiVersion: v1
+kind: Service
+metadata:
+  name: api-internal
+  labels:
+    network.example.com/interface: eno1
+spec:
+  type: LoadBalancer
+  selector:
+    app: api
+  ports:
+    - port: 8080
+---
+# External service (same app, different interface)
+apiVersion: v1
+kind: Service
+metadata:
+  name: api-external
+  labels:
+    network.example.com/interface: eno2
+spec:
+  type: LoadBalancer
+  selector:
+    app: api
+  ports:
+    - port: 443
+"#;
+
+struct Node {
+    ns: Netns,
+    name: String,
+    agent: Option<Agent>,
+}
+
+/// The lab: a switch namespace with two bridges (the API server listens on the first), three
+/// nodes with `eno1` and `eno2` on them, and a client on both.
+struct Cluster {
+    switch: Netns,
+    api: Option<TestKit>,
+    kubeconfig: String,
+    nodes: Vec<Node>,
+    client: Netns,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        require_root();
+        let switch = Netns::new();
+        for br in ["br1", "br2"] {
+            switch.sh(&["ip", "link", "add", br, "type", "bridge"]);
+            switch.sh(&["ip", "link", "set", br, "up"]);
+        }
+        switch.sh(&["ip", "addr", "add", &format!("{API_ADDR}/24"), "dev", "br1"]);
+        let api_listen: SocketAddr = format!("{API_ADDR}:0").parse().unwrap();
+        // The server threads start inside the switch namespace, so they listen there.
+        let api = in_netns(&switch, move || {
+            TestKit::builder()
+                .listen(api_listen)
+                .spawn_blocking()
+                .expect("start the API test kit")
+        });
+        let kubeconfig = api.kubeconfig_path().to_string_lossy().into_owned();
+        let mut cluster = Cluster {
+            switch,
+            api: Some(api),
+            kubeconfig,
+            nodes: Vec::new(),
+            client: Netns::new(),
+        };
+        for i in 1..=3 {
+            let ns = Netns::new();
+            cluster.plug(&ns, "eno1", "br1", &format!("198.51.100.{}/24", 10 + i));
+            cluster.plug(&ns, "eno2", "br2", &format!("203.0.113.{}/24", 10 + i));
+            cluster.nodes.push(Node {
+                ns,
+                name: format!("node-{i}"),
+                agent: None,
+            });
+        }
+        let client = Netns::new();
+        cluster.plug(&client, "c1", "br1", "198.51.100.100/24");
+        cluster.plug(&client, "c2", "br2", "203.0.113.100/24");
+        cluster.client = client;
+        cluster.install_crds();
+        cluster
+    }
+
+    /// A veth from `ns` (named `ifname`) to a bridge of the switch.
+    fn plug(&self, ns: &Netns, ifname: &str, bridge: &str, addr: &str) {
+        let peer = unique("p");
+        l2announcer_tests::sh(&[
+            "ip", "link", "add", ifname, "netns", &ns.name, "type", "veth", "peer", "name", &peer,
+            "netns", &self.switch.name,
+        ]);
+        self.switch.sh(&["ip", "link", "set", &peer, "master", bridge]);
+        self.switch.sh(&["ip", "link", "set", &peer, "up"]);
+        ns.sh(&["ip", "addr", "add", addr, "dev", ifname]);
+        ns.sh(&["ip", "link", "set", ifname, "up"]);
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.switch.name, "kubectl", "--kubeconfig", &self.kubeconfig])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, yaml: &str) {
+        self.kubectl(&["apply", "-f", "-"], Some(yaml));
+    }
+
+    fn install_crds(&self) {
+        let crd = serde_json::to_string(&l2announcer_api::l2_policy::crd()).unwrap();
+        self.apply(&crd);
+        self.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kube-system\n");
+        self.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n");
+        for (i, node) in self.nodes.iter().enumerate() {
+            let labels = if i == 0 {
+                "\n  labels:\n    node.kubernetes.io/control-plane: \"\""
+            } else {
+                ""
+            };
+            self.apply(&format!(
+                "apiVersion: v1\nkind: Node\nmetadata:\n  name: {}{labels}\n",
+                node.name
+            ));
+        }
+    }
+
+    /// Sets a Service's load balancer address, as the LB-IPAM operator does.
+    fn set_lb_ip(&self, name: &str, ip: &str) {
+        let patch = format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{ip}"}}]}}}}}}"#);
+        self.kubectl(
+            &["patch", "service", name, "--subresource=status", "--type=merge", "-p", &patch],
+            None,
+        );
+    }
+
+    fn start(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let mut args = vec![
+            "agent",
+            "--node-name",
+            &node.name,
+            "--kubeconfig",
+            &self.kubeconfig,
+            "--lease-namespace",
+            "kube-system",
+            "--xdp-mode",
+            "generic",
+            "--liveness-timeout",
+            "2s",
+            "--garp-interval",
+            "200ms",
+        ];
+        args.extend_from_slice(&TIMINGS);
+        node.agent = Some(Agent::start(&node.ns, &args));
+    }
+
+    fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+        }
+    }
+
+    fn mac(&self, i: usize, ifname: &str) -> String {
+        self.nodes[i].ns.mac(ifname)
+    }
+
+    /// Which node's interface MAC answers `vip` (arping from the client's `ifname`).
+    fn answering(&self, client_if: &str, vip: &str, node_if: &str) -> Vec<usize> {
+        let macs = arping(&self.client, client_if, vip, 2);
+        macs.iter()
+            .map(|m| {
+                (0..self.nodes.len())
+                    .find(|i| self.mac(*i, node_if) == *m)
+                    .unwrap_or_else(|| panic!("{m} answered {vip} but is no node's {node_if}"))
+            })
+            .collect()
+    }
+
+    fn wait_single_answer(&self, client_if: &str, vip: &str, node_if: &str) -> usize {
+        let mut last = Vec::new();
+        let ok = eventually(Duration::from_secs(20), || {
+            last = self.answering(client_if, vip, node_if);
+            last.len() == 1
+        });
+        assert!(ok, "{vip}: expected one node to answer, got {last:?}");
+        last[0]
+    }
+
+    fn lease_holder(&self, vip: &str) -> Option<String> {
+        let name = l2announcer_k8s_select_name(vip);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.switch.name, "kubectl", "--kubeconfig", &self.kubeconfig])
+            .args(["-n", "kube-system", "get", "lease", &name, "-o", "jsonpath={.spec.holderIdentity}"])
+            .output()
+            .ok()?;
+        let holder = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (!holder.is_empty()).then_some(holder)
+    }
+}
+
+fn l2announcer_k8s_select_name(vip: &str) -> String {
+    // The lease name is the address with dots (IPv4) or dashes (IPv6): see k8s-select.
+    format!("l2announcer-v4-{vip}")
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            drop(node.agent.take());
+        }
+        drop(self.api.take());
+    }
+}
+
+fn seeded_cluster() -> Cluster {
+    let mut c = Cluster::new();
+    c.apply(SEED_POLICIES);
+    c.apply(SEED_SERVICES);
+    c.set_lb_ip("api-internal", INTERNAL_VIP);
+    c.set_lb_ip("api-external", PUBLIC_VIP);
+    c.start_all();
+    c
+}
+
+#[test]
+fn seed_manifests_one_node_answers_each_vip_on_the_right_interface() {
+    let c = seeded_cluster();
+    let internal = c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
+    // The public policy selects control-plane nodes only: node-1.
+    let public = c.wait_single_answer("c2", PUBLIC_VIP, "eno2");
+    assert_eq!(public, 0, "only the control-plane node announces on eno2");
+    // Nothing answers a VIP on the other segment.
+    assert!(arping(&c.client, "c2", INTERNAL_VIP, 1).is_empty());
+    assert!(arping(&c.client, "c1", PUBLIC_VIP, 1).is_empty());
+    assert_eq!(c.lease_holder(INTERNAL_VIP), Some(c.nodes[internal].name.clone()));
+    let conditions = c.kubectl(
+        &["get", "service", "api-internal", "-o", "jsonpath={.status.conditions}"],
+        None,
+    );
+    assert!(
+        conditions.contains("l2announcer.io/Announced") && conditions.contains(&c.nodes[internal].name),
+        "{conditions}"
+    );
+}
+
+/// Stops or kills the holder, measures until another node answers, and checks that the
+/// client never hears two MACs at once.
+fn failover(graceful: bool) {
+    let mut c = seeded_cluster();
+    let mut times = Vec::new();
+    for round in 0..3 {
+        let holder = c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
+        let started = Instant::now();
+        let agent = c.nodes[holder].agent.take().unwrap();
+        if graceful {
+            assert!(agent.stop(), "clean exit");
+        } else {
+            let mut agent = agent;
+            agent.child.kill().unwrap();
+            agent.child.wait().unwrap();
+        }
+        let mut answered_by = None;
+        while started.elapsed() < Duration::from_secs(20) {
+            let now = c.answering("c1", INTERNAL_VIP, "eno1");
+            assert!(now.len() <= 1, "round {round}: two MACs answered: {now:?}");
+            if let Some(n) = now.first() {
+                assert_ne!(*n, holder, "the stopped node must not answer");
+                answered_by = Some(*n);
+                break;
+            }
+        }
+        let took = started.elapsed();
+        assert!(answered_by.is_some(), "round {round}: nobody took over");
+        times.push(took);
+        c.start(holder);
+    }
+    eprintln!(
+        "takeover after {}: {:?}",
+        if graceful { "SIGTERM" } else { "kill -9" },
+        times
+    );
+}
+
+#[test]
+fn graceful_stop_of_the_holder_moves_the_vip() {
+    failover(true);
+}
+
+#[test]
+fn kill_of_the_holder_moves_the_vip_after_lease_expiry() {
+    failover(false);
+}
