@@ -130,6 +130,9 @@ pub fn validate_custom(schema: &Value, obj: &mut Value) -> Vec<(String, String)>
             continue;
         }
         match props.and_then(|p| p.get(&k)) {
+            Some(sub) if is_pruned_null(sub, map.get(&k)) => {
+                map.remove(&k);
+            }
             Some(sub) => {
                 if let Some(v) = map.get_mut(&k) {
                     walk(sub, v, &k, &mut errs);
@@ -195,6 +198,12 @@ fn type_ok(ty: &str, v: &Value) -> bool {
         "boolean" => v.is_boolean(),
         _ => true,
     }
+}
+
+/// A `null` field whose schema is not `nullable` is dropped (then defaulted), as the API
+/// server does: clients often serialize unset optional fields as `null`.
+fn is_pruned_null(schema: &Value, v: Option<&Value>) -> bool {
+    v.is_some_and(Value::is_null) && schema.get("nullable").and_then(Value::as_bool) != Some(true)
 }
 
 fn walk(schema: &Value, v: &mut Value, path: &str, errs: &mut Vec<(String, String)>) {
@@ -265,6 +274,9 @@ fn walk(schema: &Value, v: &mut Value, path: &str, errs: &mut Vec<(String, Strin
             for k in keys {
                 let sub = props.and_then(|p| p.get(&k)).or(additional);
                 match sub {
+                    Some(sub) if is_pruned_null(sub, map.get(&k)) => {
+                        map.remove(&k);
+                    }
                     Some(sub) => {
                         if let Some(child) = map.get_mut(&k) {
                             walk(sub, child, &join(path, &k), errs);
@@ -353,6 +365,14 @@ mod tests {
         assert!(ok["spec"].get("junk").is_none());
         assert!(ok.get("extra").is_none());
         assert_eq!(ok["spec"]["free"]["any"], 1);
+
+        let mut nulls = json!({"spec": {"cidr": "x", "count": null, "mode": null}});
+        assert!(validate_custom(&crd_schema(), &mut nulls).is_empty());
+        assert_eq!(
+            nulls["spec"],
+            json!({"cidr": "x", "count": 1}),
+            "nulls are pruned, then defaulted"
+        );
 
         let mut bad = json!({"spec": {"count": "x", "mode": "c"}});
         let errs = validate_custom(&crd_schema(), &mut bad);
