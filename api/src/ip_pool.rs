@@ -67,16 +67,18 @@ pub enum AllowFirstLastIps {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[schemars(description = "CiliumLoadBalancerIPPoolIPBlock describes a single IP block.")]
 pub struct CiliumLoadBalancerIPPoolIPBlock {
-    /// A CIDR such as `10.0.10.0/24` or `2001:db8::/64`. Cilium's own clients write an empty
-    /// string here for start/stop blocks; treat `Some("")` as absent.
+    /// A CIDR such as `10.0.10.0/24` or `2001:db8::/64`; used instead of start/stop when set
+    /// and not empty.
+    // Cilium's own Go clients write `cidr: ""` for start/stop blocks: readers must treat
+    // `Some("")` as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "cidr_schema")]
     pub cidr: Option<String>,
-    /// First address of an inclusive range.
+    /// First address of an inclusive range (alone, a single address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "string_schema")]
     pub start: Option<String>,
-    /// Last address of an inclusive range.
+    /// Last address of the range started by `start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "string_schema")]
     pub stop: Option<String>,
@@ -137,19 +139,25 @@ macro_rules! pool_version {
         )]
         #[schemars(description = "Spec is a human readable description for a BGP load balancer\nip pool.")]
         pub struct CiliumLoadBalancerIPPoolSpec {
-            /// Selects the Services eligible for addresses of this pool; `None` selects all.
+            /// Selects the Services eligible for addresses of this pool (all when unset). Besides
+            /// their labels, Services carry `io.kubernetes.service.namespace` and
+            /// `io.kubernetes.service.name` for this selector.
             #[serde(rename = "serviceSelector", default, skip_serializing_if = "Option::is_none")]
             #[schemars(schema_with = "service_selector_schema")]
             pub service_selector: Option<LabelSelector>,
-            /// `Yes` (or unset) makes the first and last address of CIDR blocks allocatable.
+            /// `Yes` (or unset): the first and last address of each CIDR block are allocatable.
+            /// `No`: they are reserved, except in /31, /32, /127 and /128 blocks; start/stop
+            /// blocks are never affected.
             #[serde(rename = "allowFirstLastIPs", default, skip_serializing_if = "Option::is_none")]
             #[schemars(schema_with = "allow_first_last_ips_schema")]
             pub allow_first_last_ips: Option<AllowFirstLastIps>,
-            /// The blocks of addresses making up this pool.
+            /// The blocks of addresses making up this pool: each a `cidr`, or a `start` with an
+            /// optional inclusive `stop`.
             #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
             #[schemars(schema_with = "blocks_schema")]
             pub blocks: Vec<CiliumLoadBalancerIPPoolIPBlock>,
-            /// No new allocations from this pool; existing ones are kept.
+            /// When true, no new addresses are allocated from this pool; Services keep the ones
+            /// they have.
             #[serde(default, deserialize_with = "null_as_default")]
             #[schemars(schema_with = "disabled_schema")]
             pub disabled: bool,
