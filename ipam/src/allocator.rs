@@ -960,7 +960,10 @@ impl Allocator {
         let outside: Vec<String> = st
             .ips
             .iter()
-            .filter(|ip| !self.pools.values().any(|p| p.contains(**ip)))
+            .filter(|ip| match st.origins.get(*ip) {
+                Some(origin) => self.pools.get(origin).is_some_and(|p| !p.contains(**ip)),
+                None => !self.pools.values().any(|p| p.contains(**ip)),
+            })
             .map(|ip| ip.to_string())
             .collect();
         let condition = if satisfied {
@@ -968,7 +971,7 @@ impl Allocator {
                 String::new()
             } else {
                 format!(
-                    "Kept {} outside the blocks of every pool, so as not to renumber",
+                    "Kept {} although outside the blocks of its pool, so as not to renumber",
                     outside.join(", ")
                 )
             };
