@@ -14,7 +14,9 @@ use std::{
 };
 
 use kube_testkit::TestKit;
-use l2announcer_tests::{Agent, Netns, arping, eventually, in_netns, require_root, unique};
+use l2announcer_tests::{
+    Agent, ArpProbe, Netns, answer_sequence, arping, eventually, in_netns, require_root, unique,
+};
 
 const API_ADDR: &str = "198.51.100.1";
 const INTERNAL_VIP: &str = "192.168.3.150";
@@ -166,10 +168,22 @@ impl Cluster {
     fn plug(&self, ns: &Netns, ifname: &str, bridge: &str, addr: &str) {
         let peer = unique("p");
         l2announcer_tests::sh(&[
-            "ip", "link", "add", ifname, "netns", &ns.name, "type", "veth", "peer", "name", &peer,
-            "netns", &self.switch.name,
+            "ip",
+            "link",
+            "add",
+            ifname,
+            "netns",
+            &ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            &self.switch.name,
         ]);
-        self.switch.sh(&["ip", "link", "set", &peer, "master", bridge]);
+        self.switch
+            .sh(&["ip", "link", "set", &peer, "master", bridge]);
         self.switch.sh(&["ip", "link", "set", &peer, "up"]);
         ns.sh(&["ip", "addr", "add", addr, "dev", ifname]);
         ns.sh(&["ip", "link", "set", ifname, "up"]);
@@ -177,7 +191,14 @@ impl Cluster {
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.switch.name, "kubectl", "--kubeconfig", &self.kubeconfig])
+            .args([
+                "netns",
+                "exec",
+                &self.switch.name,
+                "kubectl",
+                "--kubeconfig",
+                &self.kubeconfig,
+            ])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -185,7 +206,12 @@ impl Cluster {
             .spawn()
             .expect("kubectl");
         if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
         }
         drop(child.stdin.take());
         let out = child.wait_with_output().unwrap();
@@ -223,7 +249,15 @@ impl Cluster {
     fn set_lb_ip(&self, name: &str, ip: &str) {
         let patch = format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{ip}"}}]}}}}}}"#);
         self.kubectl(
-            &["patch", "service", name, "--subresource=status", "--type=merge", "-p", &patch],
+            &[
+                "patch",
+                "service",
+                name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &patch,
+            ],
             None,
         );
     }
@@ -284,8 +318,23 @@ impl Cluster {
     fn lease_holder(&self, vip: &str) -> Option<String> {
         let name = l2announcer_k8s_select_name(vip);
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.switch.name, "kubectl", "--kubeconfig", &self.kubeconfig])
-            .args(["-n", "kube-system", "get", "lease", &name, "-o", "jsonpath={.spec.holderIdentity}"])
+            .args([
+                "netns",
+                "exec",
+                &self.switch.name,
+                "kubectl",
+                "--kubeconfig",
+                &self.kubeconfig,
+            ])
+            .args([
+                "-n",
+                "kube-system",
+                "get",
+                "lease",
+                &name,
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ])
             .output()
             .ok()?;
         let holder = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -327,26 +376,39 @@ fn seed_manifests_one_node_answers_each_vip_on_the_right_interface() {
     // Nothing answers a VIP on the other segment.
     assert!(arping(&c.client, "c2", INTERNAL_VIP, 1).is_empty());
     assert!(arping(&c.client, "c1", PUBLIC_VIP, 1).is_empty());
-    assert_eq!(c.lease_holder(INTERNAL_VIP), Some(c.nodes[internal].name.clone()));
+    assert_eq!(
+        c.lease_holder(INTERNAL_VIP),
+        Some(c.nodes[internal].name.clone())
+    );
     let conditions = c.kubectl(
-        &["get", "service", "api-internal", "-o", "jsonpath={.status.conditions}"],
+        &[
+            "get",
+            "service",
+            "api-internal",
+            "-o",
+            "jsonpath={.status.conditions}",
+        ],
         None,
     );
     assert!(
-        conditions.contains("l2announcer.io/Announced") && conditions.contains(&c.nodes[internal].name),
+        conditions.contains("l2announcer.io/Announced")
+            && conditions.contains(&c.nodes[internal].name),
         "{conditions}"
     );
 }
 
 /// Stops or kills the holder, measures until another node answers, and checks that the
-/// client never hears two MACs at once.
+/// client never hears two MACs for the VIP: a prober asks every 50 ms throughout.
 fn failover(graceful: bool) {
     let mut c = seeded_cluster();
     let mut times = Vec::new();
     for round in 0..3 {
         let holder = c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
-        let started = Instant::now();
+        let old_mac = c.mac(holder, "eno1");
+        let probe = ArpProbe::start(&c.client, "c1", INTERNAL_VIP, 30);
+        std::thread::sleep(Duration::from_millis(300));
         let agent = c.nodes[holder].agent.take().unwrap();
+        let started = Instant::now();
         if graceful {
             assert!(agent.stop(), "clean exit");
         } else {
@@ -354,23 +416,28 @@ fn failover(graceful: bool) {
             agent.child.kill().unwrap();
             agent.child.wait().unwrap();
         }
-        let mut answered_by = None;
-        while started.elapsed() < Duration::from_secs(20) {
-            let now = c.answering("c1", INTERNAL_VIP, "eno1");
-            assert!(now.len() <= 1, "round {round}: two MACs answered: {now:?}");
-            if let Some(n) = now.first() {
-                assert_ne!(*n, holder, "the stopped node must not answer");
-                answered_by = Some(*n);
-                break;
-            }
-        }
-        let took = started.elapsed();
-        assert!(answered_by.is_some(), "round {round}: nobody took over");
-        times.push(took);
+        assert!(
+            eventually(Duration::from_secs(20), || probe
+                .first_other(started, &old_mac)
+                .is_some()),
+            "round {round}: nobody took over"
+        );
+        let (at, new_mac) = probe.first_other(started, &old_mac).unwrap();
+        times.push(at.duration_since(started));
+        // Keep listening a little: the old MAC must not come back.
+        std::thread::sleep(Duration::from_millis(500));
+        let seq = answer_sequence(&probe.replies());
+        assert_eq!(
+            seq,
+            vec![old_mac.clone(), new_mac.clone()],
+            "round {round}: answers {seq:?}"
+        );
+        drop(probe);
         c.start(holder);
     }
+    times.sort();
     eprintln!(
-        "takeover after {}: {:?}",
+        "takeover after {} (lease 3s, retry 500ms), sorted: {:?}",
         if graceful { "SIGTERM" } else { "kill -9" },
         times
     );

@@ -390,3 +390,82 @@ pub fn send_frame(ns: &Netns, ifname: &str, frame: Vec<u8>) {
         socket.send(ifindex(&ifname), &frame).expect("send");
     });
 }
+
+/// A continuous ARP prober: `arping` sending a request every 50 ms from `ns`, with every reply
+/// timestamped. Used to measure takeovers and to check that one VIP never has two answerers.
+pub struct ArpProbe {
+    child: Child,
+    replies: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    reader: Option<thread::JoinHandle<()>>,
+}
+
+impl ArpProbe {
+    pub fn start(ns: &Netns, ifname: &str, ip: &str, seconds: u32) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "arping", "-W", "0.05", "-w"])
+            .arg(seconds.to_string())
+            .args(["-I", ifname, ip])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("arping");
+        let stdout = child.stdout.take().expect("stdout");
+        let replies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = replies.clone();
+        let reader = thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mac = line
+                    .split(" from ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(|m| m.to_lowercase());
+                if let Some(mac) = mac {
+                    sink.lock().unwrap().push((Instant::now(), mac));
+                }
+            }
+        });
+        ArpProbe {
+            child,
+            replies,
+            reader: Some(reader),
+        }
+    }
+
+    /// The replies so far.
+    pub fn replies(&self) -> Vec<(Instant, String)> {
+        self.replies.lock().unwrap().clone()
+    }
+
+    /// The first reply at or after `since` from a MAC other than `old`.
+    pub fn first_other(&self, since: Instant, old: &str) -> Option<(Instant, String)> {
+        self.replies()
+            .into_iter()
+            .find(|(t, m)| *t >= since && m != old)
+    }
+}
+
+impl Drop for ArpProbe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// The MACs in the order they answered, consecutive repeats folded: `[a, b]` is one
+/// handover, `[a, b, a]` or longer means two nodes answered at the same time.
+pub fn answer_sequence(replies: &[(Instant, String)]) -> Vec<String> {
+    let mut seq: Vec<String> = Vec::new();
+    for (_, mac) in replies {
+        if seq.last() != Some(mac) {
+            seq.push(mac.clone());
+        }
+    }
+    seq
+}
