@@ -1,6 +1,6 @@
 //! The audit log: one entry per request, and counters over it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -28,28 +28,53 @@ pub struct AuditEntry {
     pub code: u16,
 }
 
-/// The audit log of a server (shared; methods take `&self`).
+/// How many entries the log keeps (the oldest are dropped; counters keep counting).
+pub const MAX_ENTRIES: usize = 1_000_000;
+
+#[derive(Debug, Default)]
+struct Log {
+    entries: VecDeque<AuditEntry>,
+    /// Requests by `(user, verb, resource)`, since the last `clear`.
+    counts: BTreeMap<(String, String, String), u64>,
+    total: u64,
+}
+
+/// The audit log of a server (shared; methods take `&self`). Counters cover every request
+/// since the last [`clear`](Self::clear); [`entries`](Self::entries) keeps the most recent
+/// [`MAX_ENTRIES`].
 #[derive(Debug, Default)]
 pub struct Audit {
-    entries: Mutex<Vec<AuditEntry>>,
+    log: Mutex<Log>,
 }
 
 impl Audit {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AuditEntry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn record(&self, entry: AuditEntry) {
-        self.lock().push(entry);
+        let mut log = self.lock();
+        let key = (
+            entry.user.clone(),
+            entry.verb.clone(),
+            entry.resource.clone(),
+        );
+        *log.counts.entry(key).or_insert(0) += 1;
+        log.total += 1;
+        if log.entries.len() >= MAX_ENTRIES {
+            log.entries.pop_front();
+        }
+        log.entries.push_back(entry);
     }
 
-    /// All entries so far, oldest first.
+    /// The retained entries, oldest first.
     pub fn entries(&self) -> Vec<AuditEntry> {
-        self.lock().clone()
+        self.lock().entries.iter().cloned().collect()
     }
 
+    /// Requests since the last `clear`.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().total as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -57,22 +82,24 @@ impl Audit {
     }
 
     pub fn clear(&self) {
-        self.lock().clear();
+        *self.lock() = Log::default();
     }
 
     /// Requests with this verb on this resource (plural name; `""` counts every resource).
     pub fn count(&self, verb: &str, resource: &str) -> usize {
         self.lock()
+            .counts
             .iter()
-            .filter(|e| e.verb == verb && (resource.is_empty() || e.resource == resource))
-            .count()
+            .filter(|((_, v, r), _)| v == verb && (resource.is_empty() || r == resource))
+            .map(|(_, n)| *n as usize)
+            .sum()
     }
 
     /// Counts by `(verb, resource)`.
     pub fn by_verb_resource(&self) -> BTreeMap<(String, String), u64> {
         let mut m = BTreeMap::new();
-        for e in self.lock().iter() {
-            *m.entry((e.verb.clone(), e.resource.clone())).or_insert(0) += 1;
+        for ((_, v, r), n) in self.lock().counts.iter() {
+            *m.entry((v.clone(), r.clone())).or_insert(0) += n;
         }
         m
     }
@@ -80,20 +107,15 @@ impl Audit {
     /// Counts by user.
     pub fn by_user(&self) -> BTreeMap<String, u64> {
         let mut m = BTreeMap::new();
-        for e in self.lock().iter() {
-            *m.entry(e.user.clone()).or_insert(0) += 1;
+        for ((u, _, _), n) in self.lock().counts.iter() {
+            *m.entry(u.clone()).or_insert(0) += n;
         }
         m
     }
 
     /// Counts by `(user, verb, resource)`.
     pub fn by_user_verb_resource(&self) -> BTreeMap<(String, String, String), u64> {
-        let mut m = BTreeMap::new();
-        for e in self.lock().iter() {
-            *m.entry((e.user.clone(), e.verb.clone(), e.resource.clone()))
-                .or_insert(0) += 1;
-        }
-        m
+        self.lock().counts.clone()
     }
 }
 
