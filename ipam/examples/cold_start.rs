@@ -219,6 +219,14 @@ fn main() {
     let one = alloc.reconcile();
     let steady = t.elapsed();
 
+    // A reconcile with nothing to do: the fixed cost of an event that changes nothing.
+    let t = Instant::now();
+    let idle = alloc.reconcile();
+    let idle_time = t.elapsed();
+    if !idle.services.is_empty() {
+        std::process::exit(1);
+    }
+
     let kib = |v: Option<u64>| v.map_or("n/a".to_string(), |v| format!("{v} KiB"));
     println!("services: {services}, pools: {pool_count} (each a /{prefix} and a /64)");
     println!(
@@ -259,6 +267,7 @@ fn main() {
         "one more service on the warm state: {steady:?} wall ({} writes)",
         one.services.len()
     );
+    println!("a reconcile with nothing to do: {idle_time:?} wall");
     if !same
         || !restart_decisions.services.is_empty()
         || (prefix <= 16 && stats.services_unsatisfied != 0)

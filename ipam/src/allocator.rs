@@ -195,6 +195,10 @@ pub struct Allocator {
     touched_keys: BTreeSet<String>,
     /// Addresses whose holders changed since the last reconcile.
     touched_ips: BTreeSet<IpAddr>,
+    /// Services by (non-empty) sharing key.
+    by_sharing_key: BTreeMap<String, BTreeSet<ServiceKey>>,
+    /// Services by address they request.
+    by_requested_ip: BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
 }
 
 impl Allocator {
@@ -215,6 +219,8 @@ impl Allocator {
             freed: false,
             touched_keys: BTreeSet::new(),
             touched_ips: BTreeSet::new(),
+            by_sharing_key: BTreeMap::new(),
+            by_requested_ip: BTreeMap::new(),
         }
     }
 
@@ -364,6 +370,8 @@ impl Allocator {
                     .filter(|k| !k.is_empty()),
             );
         }
+        self.unindex(&key);
+        self.index(&svc);
         match self.services.get_mut(&key) {
             Some(st) => {
                 st.labels = Arc::new(svc.selectable_labels());
@@ -406,9 +414,47 @@ impl Allocator {
         for ip in ips {
             self.release(key, ip);
         }
+        self.unindex(key);
         self.services.remove(key);
         self.dirty.remove(key);
         self.unsatisfied.remove(key);
+    }
+
+    fn index(&mut self, svc: &Service) {
+        if !svc.sharing_key.is_empty() {
+            self.by_sharing_key
+                .entry(svc.sharing_key.clone())
+                .or_default()
+                .insert(svc.key.clone());
+        }
+        for ip in &svc.requested_ips {
+            self.by_requested_ip
+                .entry(*ip)
+                .or_default()
+                .insert(svc.key.clone());
+        }
+    }
+
+    /// Removes the indexed entries of the tracked version of a service.
+    fn unindex(&mut self, key: &ServiceKey) {
+        let Some(st) = self.services.get(key) else {
+            return;
+        };
+        let svc = Arc::clone(&st.svc);
+        if let Some(set) = self.by_sharing_key.get_mut(&svc.sharing_key) {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_sharing_key.remove(&svc.sharing_key);
+            }
+        }
+        for ip in &svc.requested_ips {
+            if let Some(set) = self.by_requested_ip.get_mut(ip) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_requested_ip.remove(ip);
+                }
+            }
+        }
     }
 
     /// Allocates, releases and adopts addresses for every service that needs it, and returns
@@ -419,15 +465,12 @@ impl Allocator {
         let freed = std::mem::take(&mut self.freed);
         let touched_keys = std::mem::take(&mut self.touched_keys);
         let touched_ips = std::mem::take(&mut self.touched_ips);
-        let retry = |st: &ServiceState| may_gain(st, freed, &touched_keys, &touched_ips);
         let first: Vec<&ServiceState> = if self.all_dirty {
             self.services.values().collect()
         } else {
             let unsatisfied = self
-                .unsatisfied
-                .iter()
-                .filter_map(|k| self.services.get(k))
-                .filter(|st| retry(st));
+                .may_gain(freed, &touched_keys, &touched_ips, self.unsatisfied.iter())
+                .filter(|st| self.unsatisfied.contains(&st.svc.key));
             self.dirty
                 .iter()
                 .filter_map(|k| self.services.get(k))
@@ -456,11 +499,12 @@ impl Allocator {
                 break;
             }
             let waiting = self
-                .unsatisfied
-                .iter()
-                .chain(processed.iter())
-                .filter_map(|k| self.services.get(k))
-                .filter(|st| may_gain(st, freed, &touched_keys, &touched_ips))
+                .may_gain(
+                    freed,
+                    &touched_keys,
+                    &touched_ips,
+                    self.unsatisfied.iter().chain(processed.iter()),
+                )
                 .filter(|st| !self.is_satisfied(st))
                 .collect();
             work = in_order(waiting);
@@ -507,6 +551,26 @@ impl Allocator {
         }
         decisions.pools = self.decide_pools();
         decisions
+    }
+
+    /// Services that may gain something from the changes seen: all of `waiting` when an
+    /// address was freed, else those of a changed sharing group or requesting an address
+    /// whose holders changed (found through the indexes, not by scanning `waiting`).
+    fn may_gain<'a>(
+        &'a self,
+        freed: bool,
+        keys: &BTreeSet<String>,
+        ips: &BTreeSet<IpAddr>,
+        waiting: impl Iterator<Item = &'a ServiceKey>,
+    ) -> impl Iterator<Item = &'a ServiceState> {
+        let found: BTreeSet<&ServiceKey> = if freed {
+            waiting.collect()
+        } else {
+            let by_key = keys.iter().filter_map(|k| self.by_sharing_key.get(k));
+            let by_ip = ips.iter().filter_map(|ip| self.by_requested_ip.get(ip));
+            by_key.chain(by_ip).flatten().collect()
+        };
+        found.into_iter().filter_map(|k| self.services.get(k))
     }
 
     /// The four phases over `work` (in order): revalidate, adopt, specific, generic.
@@ -1254,20 +1318,6 @@ impl Allocator {
                 .collect(),
         }
     }
-}
-
-/// Whether an unsatisfied service may gain something from the changes seen: freed
-/// addresses, a changed sharing group of its key, or a changed holding of an address it
-/// requests.
-fn may_gain(
-    st: &ServiceState,
-    freed: bool,
-    keys: &BTreeSet<String>,
-    ips: &BTreeSet<IpAddr>,
-) -> bool {
-    freed
-        || keys.contains(&st.svc.sharing_key)
-        || st.svc.requested_ips.iter().any(|ip| ips.contains(ip))
 }
 
 /// Upper bound on allocation passes in one reconcile (see [`Allocator::reconcile`]).

@@ -1074,6 +1074,28 @@ fn an_address_released_by_a_change_goes_to_a_waiting_service_in_the_same_reconci
     assert_eq!(d.services.len(), 2);
 }
 
+#[test]
+fn a_waiting_request_sees_its_address_taken() {
+    let mut p = pool("p", &["10.0.0.0/29"]);
+    p.allow_first_last = false;
+    let mut want = svc("n", "want");
+    want.requested_ips = vec![ip("10.0.0.7")];
+    let mut a = alloc(vec![p], vec![want]);
+    assert!(message_of(&a, "n", "want").contains("reserved"));
+    // A service LB-IPAM had satisfied with that address before the pool reserved it (a
+    // restart state) takes it back: the waiting request now names the holder.
+    let mut earlier = svc("n", "earlier");
+    earlier.ingress_ips = vec![ip("10.0.0.7")];
+    earlier.condition = Some(service_condition("True", reason::SATISFIED, String::new()));
+    a.apply(Event::ServiceUpserted(earlier));
+    a.reconcile();
+    assert_eq!(ips_of(&a, "n", "earlier"), ["10.0.0.7"]);
+    assert_eq!(
+        message_of(&a, "n", "want"),
+        "The IP '10.0.0.7' is already allocated to another service"
+    );
+}
+
 // ---- decisions --------------------------------------------------------------------------
 
 #[test]
