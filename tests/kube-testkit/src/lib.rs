@@ -23,6 +23,7 @@ pub mod server;
 pub mod ssa;
 pub mod status;
 pub mod store;
+pub mod table;
 pub mod util;
 
 use std::collections::HashMap;

@@ -24,6 +24,8 @@ pub struct ResourceInfo {
     pub custom: bool,
     /// The CRD version's `openAPIV3Schema`.
     pub schema: Option<Value>,
+    /// The CRD version's `additionalPrinterColumns`.
+    pub printer_columns: Vec<Value>,
 }
 
 impl ResourceInfo {
@@ -243,6 +245,7 @@ impl Registry {
                 status: *status,
                 custom: false,
                 schema: None,
+                printer_columns: Vec::new(),
             });
         }
         r
@@ -328,6 +331,10 @@ impl Registry {
                 status: v["subresources"].get("status").is_some(),
                 custom: true,
                 schema: v["schema"].get("openAPIV3Schema").cloned(),
+                printer_columns: v["additionalPrinterColumns"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
             });
         }
     }

@@ -17,9 +17,11 @@ use tokio::sync::{mpsc, watch};
 use crate::audit::{Audit, AuditEntry};
 use crate::auth::{Attributes, RbacObjects, User, rbac_allows};
 use crate::faults::{FaultConfig, Faults};
+use crate::registry::ResourceInfo;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{ListOptions, Selection, Store, WatchMsg, WatchOptions, WriteOptions};
+use crate::table;
 use crate::util;
 
 /// Response body of every answer (plain or streaming).
@@ -443,11 +445,18 @@ async fn dispatch(
         fields,
     };
     let store = &server.store;
-    let meta_only = parts
+    let accept = parts
         .headers
         .get(header::ACCEPT)
         .and_then(|h| h.to_str().ok())
-        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
+        .unwrap_or_default();
+    let shape = if table::wants_table(accept) {
+        Shape::Table(Box::new(ri.clone()))
+    } else if accept.contains("as=PartialObjectMetadata") {
+        Shape::Metadata
+    } else {
+        Shape::Full
+    };
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -462,7 +471,13 @@ async fn dispatch(
     };
     let ok = |v: Value| Ok(json_response(200, &v));
     match verb {
-        "get" => ok(as_requested(store.get(&ri, ns, name)?, meta_only)),
+        "get" => {
+            let obj = store.get(&ri, ns, name)?;
+            ok(shape.object(
+                obj,
+                json!({"resourceVersion": store.resource_version().to_string()}),
+            ))
+        }
         "list" => {
             let limit = q.get("limit").and_then(|l| l.parse().ok());
             let list = store.list(
@@ -473,7 +488,7 @@ async fn dispatch(
                     continue_token: q.get("continue").cloned(),
                 },
             )?;
-            ok(list_as_requested(list, meta_only))
+            ok(shape.list(list))
         }
         "watch" => {
             let opts = WatchOptions {
@@ -488,7 +503,7 @@ async fn dispatch(
                 .filter(|t| *t > 0)
                 .map(Duration::from_secs);
             let rx = store.watch(&ri, &opts);
-            Ok(watch_response(rx, timeout, meta_only))
+            Ok(watch_response(rx, timeout, shape))
         }
         "create" => {
             let created = store.create(&ri, ns, json_body()?, &wopts)?;
@@ -525,38 +540,71 @@ async fn dispatch(
     }
 }
 
-/// An object as `PartialObjectMetadata` when the client asked for metadata only.
-fn as_requested(obj: Value, meta_only: bool) -> Value {
-    if !meta_only {
-        return obj;
-    }
-    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"]})
+/// The representation a client asked for with its `Accept` header.
+#[derive(Debug, Clone)]
+enum Shape {
+    Full,
+    /// `PartialObjectMetadata[List]`
+    Metadata,
+    /// `meta.k8s.io/v1` `Table` (server-side printing)
+    Table(Box<ResourceInfo>),
 }
 
-fn list_as_requested(mut list: Value, meta_only: bool) -> Value {
-    if !meta_only {
-        return list;
-    }
-    let items: Vec<Value> = list["items"]
-        .as_array_mut()
-        .map(std::mem::take)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|o| as_requested(o, true))
-        .collect();
-    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": list["metadata"], "items": items})
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
-fn watch_line(msg: &WatchMsg, meta_only: bool) -> (Value, bool) {
+impl Shape {
+    fn object(&self, obj: Value, table_metadata: Value) -> Value {
+        match self {
+            Shape::Full => obj,
+            Shape::Metadata => {
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"]})
+            }
+            Shape::Table(ri) => table::table(ri, &[obj], table_metadata, now_secs()),
+        }
+    }
+
+    fn list(&self, mut list: Value) -> Value {
+        let items: Vec<Value> = match self {
+            Shape::Full => return list,
+            _ => list["items"]
+                .as_array_mut()
+                .map(std::mem::take)
+                .unwrap_or_default(),
+        };
+        match self {
+            Shape::Table(ri) => table::table(ri, &items, list["metadata"].clone(), now_secs()),
+            _ => {
+                let items: Vec<Value> = items
+                    .into_iter()
+                    .map(|o| self.object(o, Value::Null))
+                    .collect();
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": list["metadata"], "items": items})
+            }
+        }
+    }
+}
+
+fn watch_line(msg: &WatchMsg, shape: &Shape) -> (Value, bool) {
     match msg {
-        WatchMsg::Event(t, o) => (
-            json!({"type": t, "object": as_requested(o.clone(), meta_only)}),
-            false,
-        ),
-        WatchMsg::Bookmark(o) => (
-            json!({"type": "BOOKMARK", "object": as_requested(o.clone(), meta_only)}),
-            false,
-        ),
+        WatchMsg::Event(t, o) => {
+            let rv = json!({"resourceVersion": o["metadata"]["resourceVersion"]});
+            (
+                json!({"type": t, "object": shape.object(o.clone(), rv)}),
+                false,
+            )
+        }
+        WatchMsg::Bookmark(o) => {
+            let object = match shape {
+                Shape::Table(_) => o.clone(),
+                _ => shape.object(o.clone(), Value::Null),
+            };
+            (json!({"type": "BOOKMARK", "object": object}), false)
+        }
         WatchMsg::Error(s) => (json!({"type": "ERROR", "object": s}), true),
     }
 }
@@ -564,24 +612,28 @@ fn watch_line(msg: &WatchMsg, meta_only: bool) -> (Value, bool) {
 fn watch_response(
     rx: mpsc::UnboundedReceiver<WatchMsg>,
     timeout: Option<Duration>,
-    meta_only: bool,
+    shape: Shape,
 ) -> Response<Body> {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let stream = futures::stream::unfold((rx, false), move |(mut rx, done)| async move {
-        if done {
-            return None;
+    let shape = Arc::new(shape);
+    let stream = futures::stream::unfold((rx, false), move |(mut rx, done)| {
+        let shape = shape.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let msg = match deadline {
+                Some(d) => tokio::time::timeout_at(d, rx.recv()).await.ok().flatten()?,
+                None => rx.recv().await?,
+            };
+            let (line, last) = watch_line(&msg, &shape);
+            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+            bytes.push(b'\n');
+            Some((
+                Ok::<_, Infallible>(Frame::data(Bytes::from(bytes))),
+                (rx, last),
+            ))
         }
-        let msg = match deadline {
-            Some(d) => tokio::time::timeout_at(d, rx.recv()).await.ok().flatten()?,
-            None => rx.recv().await?,
-        };
-        let (line, last) = watch_line(&msg, meta_only);
-        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-        bytes.push(b'\n');
-        Some((
-            Ok::<_, Infallible>(Frame::data(Bytes::from(bytes))),
-            (rx, last),
-        ))
     });
     let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
     r.headers_mut().insert(

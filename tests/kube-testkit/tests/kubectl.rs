@@ -92,6 +92,9 @@ spec:
     served: true
     storage: true
     subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
     schema:
       openAPIV3Schema:
         type: object
@@ -122,7 +125,17 @@ fn kubectl_crd_then_custom_resources() {
         k.ok(&["apply", "-f", &w])
             .contains("widget.example.io/w1 created")
     );
-    assert!(k.ok(&["get", "wd"]).contains("w1"));
+    let table = k.ok(&["get", "wd"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "SIZE", "AGE"],
+        "server-side printing with the CRD's columns: {table}"
+    );
+    assert_eq!(rows[1][..2], ["w1", "1"]);
     let w = k.file("w.yaml", "apiVersion: example.io/v1\nkind: Widget\nmetadata: {name: w1, labels: {app: demo}}\nspec: {size: 2}\n");
     assert!(k.ok(&["apply", "-f", &w]).contains("configured"));
     assert_eq!(
