@@ -1036,7 +1036,7 @@ impl Allocator {
             } else {
                 format!(
                     "Kept {} although outside the blocks of its pool, so as not to renumber",
-                    outside.join(", ")
+                    join_some(&outside, ", ")
                 )
             };
             service_condition("True", reason::SATISFIED, message)
@@ -1166,7 +1166,7 @@ impl Allocator {
                     type_: t.into(),
                     status: "True".into(),
                     reason: reason.into(),
-                    message: format!("{what}: {}", items.join("; ")),
+                    message: format!("{what}: {}", join_some(items, "; ")),
                 }
             }
         };
@@ -1320,6 +1320,19 @@ impl Allocator {
     }
 }
 
+/// Most items a condition message lists (condition messages are limited to 32768
+/// characters, and a short message is a stable one).
+const MESSAGE_ITEMS: usize = 20;
+
+/// Joins the first [`MESSAGE_ITEMS`] items and says how many more there are.
+fn join_some(items: &[String], sep: &str) -> String {
+    let shown = items[..items.len().min(MESSAGE_ITEMS)].join(sep);
+    match items.len().saturating_sub(MESSAGE_ITEMS) {
+        0 => shown,
+        more => format!("{shown}{sep}and {more} more"),
+    }
+}
+
 /// Upper bound on allocation passes in one reconcile (see [`Allocator::reconcile`]).
 const MAX_PASSES: usize = 64;
 
@@ -1373,6 +1386,20 @@ fn service_condition(status: &str, reason: &str, message: String) -> Condition {
         status: status.to_string(),
         reason: reason.to_string(),
         message,
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    #[test]
+    fn long_lists_are_cut_in_messages() {
+        let items: Vec<String> = (0..25).map(|i| i.to_string()).collect();
+        let joined = join_some(&items, ", ");
+        assert!(joined.starts_with("0, 1, 2"));
+        assert!(joined.ends_with("19, and 5 more"), "{joined}");
+        assert_eq!(join_some(&items[..2], "; "), "0; 1");
     }
 }
 
