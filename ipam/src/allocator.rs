@@ -7,8 +7,10 @@
 //! anything new is handed out, so a restart or a failover moves nothing, and the result does
 //! not depend on the order of the initial events.
 //!
-//! How a reconcile works, over the services touched since the last one plus every unsatisfied
-//! service, in order of (creation time, namespace, name):
+//! How a reconcile works, over the services changed since the last one plus the unsatisfied
+//! ones that may gain from what changed (an address freed, their sharing group or an address
+//! they request changed hands), in order of (creation time, namespace, name), repeated while
+//! a pass frees addresses or changes sharing groups that waiting services may use:
 //! 1. revalidate the addresses each holds (release those no longer valid: family or requested
 //!    addresses changed, no longer selected by the pool, sharing no longer compatible, pool
 //!    deleted; an address left outside every block by a pool edit is kept and reported);
@@ -123,13 +125,6 @@ impl PoolState {
     }
 }
 
-/// Who holds an address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Holding {
-    /// Sorted, without duplicates.
-    holders: Vec<ServiceKey>,
-}
-
 /// Why the last attempt to satisfy a service failed.
 #[derive(Clone, Debug)]
 enum Failure {
@@ -180,7 +175,8 @@ pub struct Allocator {
     /// Pool names by (creation time, name): allocation and conflict order.
     pool_order: Vec<String>,
     services: BTreeMap<ServiceKey, ServiceState>,
-    ips: BTreeMap<IpAddr, Holding>,
+    /// Holders of each address in use, sorted, without duplicates.
+    ips: BTreeMap<IpAddr, Vec<ServiceKey>>,
     sharing: BTreeMap<String, BTreeSet<IpAddr>>,
     dirty: BTreeSet<ServiceKey>,
     all_dirty: bool,
@@ -619,17 +615,12 @@ impl Allocator {
         self.touched_ips.insert(ip);
         match self.ips.get_mut(&ip) {
             Some(h) => {
-                if let Err(at) = h.holders.binary_search(key) {
-                    h.holders.insert(at, key.clone());
+                if let Err(at) = h.binary_search(key) {
+                    h.insert(at, key.clone());
                 }
             }
             None => {
-                self.ips.insert(
-                    ip,
-                    Holding {
-                        holders: vec![key.clone()],
-                    },
-                );
+                self.ips.insert(ip, vec![key.clone()]);
                 for r in self.ranges_containing(ip) {
                     r.free.take(ip);
                 }
@@ -662,11 +653,11 @@ impl Allocator {
         let Some(h) = self.ips.get_mut(&ip) else {
             return;
         };
-        h.holders.retain(|k| k != key);
+        h.retain(|k| k != key);
         if !indexed_key.is_empty() {
             self.touched_keys.insert(indexed_key.clone());
         }
-        if !h.holders.is_empty() {
+        if !h.is_empty() {
             // The holder that left may have been the one whose pool no longer contains it.
             if !self.is_outside(ip) {
                 self.outside.remove(&ip);
@@ -716,8 +707,7 @@ impl Allocator {
 
     fn incompatible_holder(&self, svc: &Service, ip: IpAddr) -> Option<&'static str> {
         let h = self.ips.get(&ip)?;
-        h.holders
-            .iter()
+        h.iter()
             .filter(|k| **k != svc.key)
             .filter_map(|k| self.services.get(k))
             .find_map(|other| svc.sharing_incompatibility(&other.svc))
@@ -767,8 +757,7 @@ impl Allocator {
                     Home::Outside => origin.is_none_or(|p| self.pools.contains_key(&p)),
                 }
                 && !self.ips.get(&ip).is_some_and(|h| {
-                    h.holders
-                        .iter()
+                    h.iter()
                         .filter(|k| **k != svc.key)
                         .filter_map(|k| self.services.get(k))
                         .any(|other| {
@@ -997,7 +986,7 @@ impl Allocator {
                     && self
                         .ips
                         .get(&ip)
-                        .is_some_and(|h| h.holders.binary_search(&svc.key).is_err())
+                        .is_some_and(|h| h.binary_search(&svc.key).is_err())
                     && self.incompatible_holder(svc, ip).is_none()
             })
             .find_map(|ip| match self.home(labels, ip, None) {
@@ -1104,7 +1093,7 @@ impl Allocator {
 
     /// Pools that some holder of `ip` got it from and that no longer contain it.
     fn outside_origins(&self, ip: IpAddr) -> BTreeSet<&str> {
-        let holders = self.ips.get(&ip).map_or(&[][..], |h| h.holders.as_slice());
+        let holders = self.ips.get(&ip).map_or(&[][..], |h| h.as_slice());
         holders
             .iter()
             .filter_map(|k| self.services.get(k)?.origins.get(&ip))
@@ -1120,9 +1109,7 @@ impl Allocator {
         for ip in &self.outside {
             let Some(h) = self.ips.get(ip) else { continue };
             for name in self.outside_origins(*ip) {
-                out.entry(name)
-                    .or_default()
-                    .push((*ip, h.holders.as_slice()));
+                out.entry(name).or_default().push((*ip, h.as_slice()));
             }
         }
         out
@@ -1286,10 +1273,7 @@ impl Allocator {
 
     /// Holders of every address in use.
     pub fn holders(&self) -> BTreeMap<IpAddr, Vec<ServiceKey>> {
-        self.ips
-            .iter()
-            .map(|(ip, h)| (*ip, h.holders.to_vec()))
-            .collect()
+        self.ips.iter().map(|(ip, h)| (*ip, h.to_vec())).collect()
     }
 
     /// The tracked version of a service.
