@@ -184,7 +184,6 @@ pub struct Allocator {
     cleared: BTreeSet<ServiceKey>,
     /// Addresses in use that lie outside the blocks of the pool they came from.
     pub(crate) outside: BTreeSet<IpAddr>,
-    pools_touched: bool,
     /// An address was freed since the last reconcile.
     freed: bool,
     /// Sharing keys (old and new) of services changed or deleted since the last reconcile.
@@ -211,7 +210,6 @@ impl Allocator {
             unsatisfied: BTreeSet::new(),
             cleared: BTreeSet::new(),
             outside: BTreeSet::new(),
-            pools_touched: false,
             freed: false,
             touched_keys: BTreeSet::new(),
             touched_ips: BTreeSet::new(),
@@ -301,7 +299,6 @@ impl Allocator {
         self.pool_order = order.into_iter().map(|(_, n)| n).collect();
         self.settle_conflicts();
         self.all_dirty = true;
-        self.pools_touched = true;
     }
 
     /// The newer of two overlapping pools (by creation time, then name) conflicts, unless
@@ -475,7 +472,7 @@ impl Allocator {
         };
         let mut work = in_order(first);
         let changed = std::mem::take(&mut self.dirty);
-        self.all_dirty = false;
+        let everything = std::mem::take(&mut self.all_dirty);
 
         let mut processed: BTreeSet<ServiceKey> = BTreeSet::new();
         // Each further pass needs an address freed or a sharing group changed by the one
@@ -516,7 +513,7 @@ impl Allocator {
         self.touched_keys.clear();
         self.touched_ips.clear();
 
-        if std::mem::take(&mut self.pools_touched) {
+        if everything {
             let all: Vec<IpAddr> = self.ips.keys().copied().collect();
             self.outside = all.into_iter().filter(|ip| self.is_outside(*ip)).collect();
         } else {
