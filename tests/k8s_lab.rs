@@ -406,7 +406,9 @@ fn failover(graceful: bool) {
         let holder = c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
         let old_mac = c.mac(holder, "eno1");
         let probe = ArpProbe::start(&c.client, "c1", INTERNAL_VIP, 30);
-        std::thread::sleep(Duration::from_millis(300));
+        assert!(eventually(Duration::from_secs(5), || !probe
+            .replies()
+            .is_empty()));
         let agent = c.nodes[holder].agent.take().unwrap();
         let started = Instant::now();
         if graceful {
@@ -451,4 +453,188 @@ fn graceful_stop_of_the_holder_moves_the_vip() {
 #[test]
 fn kill_of_the_holder_moves_the_vip_after_lease_expiry() {
     failover(false);
+}
+
+/// The node that answers a VIP, waiting until exactly `want` answers (by index).
+fn wait_answer_is(c: &Cluster, vip: &str, want: Option<usize>) {
+    let mut last = Vec::new();
+    let ok = eventually(Duration::from_secs(20), || {
+        last = c.answering("c1", vip, "eno1");
+        last == want.into_iter().collect::<Vec<_>>()
+    });
+    assert!(ok, "{vip}: expected {want:?} to answer, got {last:?}");
+}
+
+#[test]
+fn external_traffic_policy_local_follows_the_endpoints() {
+    let mut c = Cluster::new();
+    c.apply(SEED_POLICIES);
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: local-svc\n  labels:\n    network.example.com/interface: eno1\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  ports:\n    - port: 80\n",
+    );
+    c.set_lb_ip("local-svc", "192.168.3.160");
+    c.start_all();
+    let slice = |node: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: local-svc-a\n  namespace: default\n  labels:\n    kubernetes.io/service-name: local-svc\naddressType: IPv4\nendpoints:\n  - addresses: [\"10.0.0.1\"]\n    conditions:\n      ready: true\n    nodeName: {node}\nports:\n  - port: 80\n    protocol: TCP\n"
+        )
+    };
+    // No endpoint anywhere: no node may announce (Cilium would announce anyway).
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(arping(&c.client, "c1", "192.168.3.160", 1).is_empty());
+    c.apply(&slice("node-3"));
+    wait_answer_is(&c, "192.168.3.160", Some(2));
+    c.apply(&slice("node-2"));
+    wait_answer_is(&c, "192.168.3.160", Some(1));
+}
+
+#[test]
+fn services_sharing_an_ip_follow_one_node() {
+    let mut c = Cluster::new();
+    c.apply(SEED_POLICIES);
+    for name in ["web-http", "web-https"] {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  labels:\n    network.example.com/interface: eno1\n  annotations:\n    lbipam.cilium.io/sharing-key: web\nspec:\n  type: LoadBalancer\n  ports:\n    - port: {}\n",
+            if name == "web-http" { 80 } else { 443 }
+        ));
+        c.set_lb_ip(name, "192.168.3.170");
+    }
+    c.start_all();
+    let holder = c.wait_single_answer("c1", "192.168.3.170", "eno1");
+    // One election for the address, so one lease, and both Services say who announces them.
+    assert_eq!(
+        c.lease_holder("192.168.3.170"),
+        Some(c.nodes[holder].name.clone())
+    );
+    for name in ["web-http", "web-https"] {
+        let conditions = c.kubectl(
+            &[
+                "get",
+                "service",
+                name,
+                "-o",
+                "jsonpath={.status.conditions}",
+            ],
+            None,
+        );
+        assert!(
+            conditions.contains(&c.nodes[holder].name),
+            "{name}: {conditions}"
+        );
+    }
+    // Over a few stops of the holder, the answer always comes from a single MAC.
+    let probe = ArpProbe::start(&c.client, "c1", "192.168.3.170", 10);
+    assert!(eventually(Duration::from_secs(5), || !probe
+        .replies()
+        .is_empty()));
+    let agent = c.nodes[holder].agent.take().unwrap();
+    let stopped = Instant::now();
+    let (ok, log) = agent.stop_with_log();
+    assert!(ok, "{log}");
+    std::thread::sleep(Duration::from_secs(2));
+    let seq = answer_sequence(&probe.replies());
+    let replies = probe.replies();
+    assert_eq!(
+        seq.len(),
+        2,
+        "one handover, never two answerers: {seq:?} ({} replies, last {:?} after the stop)",
+        replies.len(),
+        replies
+            .last()
+            .map(|r| r.0.saturating_duration_since(stopped))
+    );
+}
+
+#[test]
+fn policy_interface_and_selector_changes_take_effect() {
+    let mut c = seeded_cluster();
+    c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
+    // An interface pattern that matches nothing on any node: nobody may announce.
+    c.kubectl(
+        &[
+            "patch",
+            "ciliuml2announcementpolicy",
+            "l2-policy-eno1",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"interfaces":["^nomatch$"]}}"#,
+        ],
+        None,
+    );
+    wait_answer_is(&c, INTERNAL_VIP, None);
+    // Back, restricted to the nodes labelled for it: node-2 only.
+    c.kubectl(
+        &["label", "node", "node-2", "lab.example.com/announce=yes"],
+        None,
+    );
+    c.kubectl(
+        &["patch", "ciliuml2announcementpolicy", "l2-policy-eno1", "--type=merge", "-p",
+          r#"{"spec":{"interfaces":["eno1"],"nodeSelector":{"matchLabels":{"lab.example.com/announce":"yes"}}}}"#],
+        None,
+    );
+    wait_answer_is(&c, INTERNAL_VIP, Some(1));
+    // The Service leaves the policy (relabelled for eno2: control-plane node-1 on eno2).
+    c.kubectl(
+        &[
+            "label",
+            "service",
+            "api-internal",
+            "network.example.com/interface=eno2",
+            "--overwrite",
+        ],
+        None,
+    );
+    wait_answer_is(&c, INTERNAL_VIP, None);
+    assert_eq!(c.answering("c2", INTERNAL_VIP, "eno2"), vec![0]);
+    // A bad regex is reported on the policy, as Cilium does.
+    c.kubectl(
+        &[
+            "patch",
+            "ciliuml2announcementpolicy",
+            "l2-policy-eno1",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"interfaces":["("]}}"#,
+        ],
+        None,
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        c.kubectl(&["get", "ciliuml2announcementpolicy", "l2-policy-eno1", "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"io.cilium/bad-interface-regex\")].status}"], None)
+            == "True"
+    }));
+}
+
+#[test]
+fn an_api_outage_does_not_take_the_network_down() {
+    let c = seeded_cluster();
+    let holder = c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
+    let old_mac = c.mac(holder, "eno1");
+    let probe = ArpProbe::start(&c.client, "c1", INTERNAL_VIP, 30);
+    assert!(eventually(Duration::from_secs(5), || !probe
+        .replies()
+        .is_empty()));
+    let api = c.api.as_ref().unwrap();
+    api.faults().outage(true);
+    // Three lease durations without any renewal: the holder keeps answering, nobody else does.
+    std::thread::sleep(Duration::from_secs(9));
+    api.faults().outage(false);
+    std::thread::sleep(Duration::from_secs(3));
+    let replies = probe.replies();
+    assert_eq!(
+        answer_sequence(&replies),
+        vec![old_mac],
+        "only the holder answered"
+    );
+    // No gap: at least one answer in every second of the outage.
+    let times: Vec<Instant> = replies.iter().map(|(t, _)| *t).collect();
+    let largest_gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        largest_gap < Duration::from_secs(1),
+        "answers stopped for {largest_gap:?}"
+    );
+    assert_eq!(
+        c.lease_holder(INTERNAL_VIP),
+        Some(c.nodes[holder].name.clone())
+    );
 }

@@ -212,10 +212,15 @@ impl Agent {
     }
 
     /// SIGTERM and wait; returns whether it exited successfully.
-    pub fn stop(mut self) -> bool {
+    pub fn stop(self) -> bool {
+        self.stop_with_log().0
+    }
+
+    /// SIGTERM and wait; whether it exited successfully, and its log.
+    pub fn stop_with_log(mut self) -> (bool, String) {
         self.signal(libc::SIGTERM);
         let ok = self.child.wait().map(|s| s.success()).unwrap_or(false);
-        ok
+        (ok, self.log_text())
     }
 }
 
@@ -402,7 +407,10 @@ pub struct ArpProbe {
 impl ArpProbe {
     pub fn start(ns: &Netns, ifname: &str, ip: &str, seconds: u32) -> Self {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "arping", "-W", "0.05", "-w"])
+            // Line-buffered: each reply is read (and timestamped) when it arrives.
+            .args([
+                "netns", "exec", &ns.name, "stdbuf", "-oL", "arping", "-W", "0.05", "-w",
+            ])
             .arg(seconds.to_string())
             .args(["-I", ifname, ip])
             .stdout(Stdio::piped())

@@ -69,8 +69,10 @@ pub struct Config {
 }
 
 enum Input {
-    /// A lease was added, changed or deleted (by name), or the lease watch (re)listed.
-    Lease(Option<String>),
+    /// An event of the lease watch.
+    Lease(watcher::Event<Lease>),
+    /// The lease watch failed; it starts over with a fresh list.
+    LeaseWatchLost,
     /// Something selection depends on changed.
     Changed,
     /// The watch of this kind has listed everything once.
@@ -99,7 +101,16 @@ struct Stores {
     nodes: Store<Node>,
     slices: Store<EndpointSlice>,
     policies: Store<CiliumL2AnnouncementPolicy>,
-    leases: Store<Lease>,
+}
+
+/// The managed leases, kept by the controller itself rather than a reflector: after any
+/// watch error the lease watch starts over with a full list, and until that list is done the
+/// controller knows it cannot see renewals (see [`Election::set_blind`]).
+#[derive(Default)]
+struct LeaseCache {
+    leases: BTreeMap<String, Arc<Lease>>,
+    /// Filled during a (re)list, swapped in when it is done.
+    listing: Option<BTreeMap<String, Arc<Lease>>>,
 }
 
 /// The controller; `run` it, then `release_all` after the announcer has withdrawn.
@@ -111,6 +122,7 @@ pub struct Controller {
     shared: Shared,
     metrics: Arc<K8sMetrics>,
     stores: Stores,
+    leases: LeaseCache,
     inputs: mpsc::Receiver<Input>,
     inputs_tx: mpsc::Sender<Input>,
     elections: BTreeMap<IpAddr, Tracked>,
@@ -123,12 +135,7 @@ pub struct Controller {
     announced: BTreeMap<IpAddr, Vec<String>>,
 }
 
-fn spawn_watch<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    tx: mpsc::Sender<Input>,
-    lease_names: bool,
-) -> Store<K>
+fn spawn_watch<K>(api: Api<K>, config: watcher::Config, tx: mpsc::Sender<Input>) -> Store<K>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
@@ -140,17 +147,12 @@ where
         loop {
             match stream.try_next().await {
                 Ok(Some(event)) => {
-                    let input = match (&event, lease_names) {
-                        (watcher::Event::Apply(o) | watcher::Event::Delete(o), true) => {
-                            Input::Lease(Some(o.name_any()))
-                        }
-                        (watcher::Event::InitDone, true) => Input::Lease(None),
-                        (watcher::Event::Init | watcher::Event::InitApply(_), true) => continue,
-                        (watcher::Event::InitApply(_) | watcher::Event::Init, false) => continue,
-                        (watcher::Event::InitDone, false) => {
+                    let input = match &event {
+                        watcher::Event::InitApply(_) | watcher::Event::Init => continue,
+                        watcher::Event::InitDone => {
                             Input::Listed(K::kind(&Default::default()).into_owned())
                         }
-                        _ => Input::Changed,
+                        watcher::Event::Apply(_) | watcher::Event::Delete(_) => Input::Changed,
                     };
                     if tx.send(input).await.is_err() {
                         return;
@@ -163,6 +165,43 @@ where
         }
     });
     store
+}
+
+/// The lease watch: every event goes to the controller; on any error the watch is dropped and
+/// started again, which lists afresh (`Init` … `InitDone`).
+fn spawn_lease_watch(api: Api<Lease>, tx: mpsc::Sender<Input>) {
+    let config = watcher::Config::default().labels(&format!(
+        "{}={}",
+        leases::MANAGED_BY_LABEL,
+        leases::MANAGED_BY
+    ));
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let stream = watcher(api.clone(), config.clone());
+            futures::pin_mut!(stream);
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(event)) => {
+                        backoff = Duration::from_millis(200);
+                        if tx.send(Input::Lease(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!(error = %e, "lease watch lost; relisting");
+                        if tx.send(Input::LeaseWatchLost).await.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    });
 }
 
 impl Controller {
@@ -182,37 +221,27 @@ impl Controller {
                 Api::all(client.clone()),
                 watcher::Config::default(),
                 tx.clone(),
-                false,
             ),
             nodes: spawn_watch(
                 Api::all(client.clone()),
                 watcher::Config::default(),
                 tx.clone(),
-                false,
             ),
             slices: spawn_watch(
                 Api::all(client.clone()),
                 watcher::Config::default(),
                 tx.clone(),
-                false,
             ),
             policies: spawn_watch(
                 Api::all(client.clone()),
                 watcher::Config::default(),
                 tx.clone(),
-                false,
-            ),
-            leases: spawn_watch(
-                Api::namespaced(client.clone(), &config.lease_namespace),
-                watcher::Config::default().labels(&format!(
-                    "{}={}",
-                    leases::MANAGED_BY_LABEL,
-                    leases::MANAGED_BY
-                )),
-                tx.clone(),
-                true,
             ),
         };
+        spawn_lease_watch(
+            Api::namespaced(client.clone(), &config.lease_namespace),
+            tx.clone(),
+        );
         let writer = Arc::new(LeaseWriter {
             api: Api::namespaced(lease_client, &config.lease_namespace),
             me: config.node_name.clone(),
@@ -233,6 +262,7 @@ impl Controller {
             shared,
             metrics,
             stores,
+            leases: LeaseCache::default(),
             inputs: rx,
             inputs_tx: tx,
             elections: BTreeMap::new(),
@@ -312,21 +342,37 @@ impl Controller {
     fn handle(&mut self, input: Input) {
         let now = Instant::now();
         match input {
-            Input::Lease(None) => {
-                self.leases_synced = true;
-                let names: Vec<IpAddr> = self.elections.keys().copied().collect();
-                for ip in names {
-                    self.observe(ip, now);
+            Input::Lease(watcher::Event::Init) => self.leases.listing = Some(BTreeMap::new()),
+            Input::Lease(watcher::Event::InitApply(lease)) => {
+                if let Some(listing) = &mut self.leases.listing {
+                    listing.insert(lease.name_any(), Arc::new(lease));
                 }
             }
-            Input::Lease(Some(name)) => {
-                if !self.leases_synced {
-                    return;
+            Input::Lease(watcher::Event::InitDone) => {
+                // A full list: every lease is seen afresh, and renewals are visible again.
+                self.leases.leases = self.leases.listing.take().unwrap_or_default();
+                self.leases_synced = true;
+                let ips: Vec<IpAddr> = self.elections.keys().copied().collect();
+                for ip in ips {
+                    self.observe_with(ip, now, true);
                 }
-                if let Some(ip) = l2announcer_k8s_select::ip_of_lease_name(&name) {
-                    if self.elections.contains_key(&ip) {
-                        self.observe(ip, now);
-                    }
+            }
+            Input::Lease(watcher::Event::Apply(lease)) => {
+                let name = lease.name_any();
+                self.leases.leases.insert(name.clone(), Arc::new(lease));
+                self.lease_changed(&name, now);
+            }
+            Input::Lease(watcher::Event::Delete(lease)) => {
+                let name = lease.name_any();
+                self.leases.leases.remove(&name);
+                self.lease_changed(&name, now);
+            }
+            Input::LeaseWatchLost => {
+                // Blind until the next full list: no takeover on the strength of renewals
+                // this node could not have seen.
+                for t in self.elections.values_mut() {
+                    t.election.set_blind();
+                    t.wake_at = Some(now);
                 }
             }
             Input::Changed | Input::Listed(_) => {}
@@ -339,17 +385,29 @@ impl Controller {
         }
     }
 
-    fn observe(&mut self, ip: IpAddr, now: Instant) {
+    fn lease_changed(&mut self, name: &str, now: Instant) {
+        if !self.leases_synced {
+            return;
+        }
+        if let Some(ip) = l2announcer_k8s_select::ip_of_lease_name(name) {
+            if self.elections.contains_key(&ip) {
+                self.observe_with(ip, now, false);
+            }
+        }
+    }
+
+    fn observe_with(&mut self, ip: IpAddr, now: Instant, relisted: bool) {
         let Some(t) = self.elections.get_mut(&ip) else {
             return;
         };
-        let lease = self
-            .stores
-            .leases
-            .get(&reflector::ObjectRef::new(&t.lease_name).within(&self.config.lease_namespace));
+        let lease = self.leases.leases.get(&t.lease_name).cloned();
         let held_before = t.election.holds();
-        t.election
-            .observe(lease.as_deref().map(leases::record), now);
+        let record = lease.as_deref().map(leases::record);
+        if relisted {
+            t.election.relisted(record, now);
+        } else {
+            t.election.observe(record, now);
+        }
         t.wake_at = Some(now);
         if held_before && !t.election.holds() {
             self.metrics.losses.inc();
@@ -491,9 +549,7 @@ impl Controller {
             t.candidacy = candidacy;
             t.wake_at = Some(now);
             if self.leases_synced {
-                let lease = self.stores.leases.get(
-                    &reflector::ObjectRef::new(&t.lease_name).within(&self.config.lease_namespace),
-                );
+                let lease = self.leases.leases.get(&t.lease_name).cloned();
                 t.election
                     .observe(lease.as_deref().map(leases::record), now);
             }
@@ -510,9 +566,7 @@ impl Controller {
             let d = t.election.decide(now);
             t.wake_at = d.wake_at;
             if let Some(write) = d.write {
-                let lease = self.stores.leases.get(
-                    &reflector::ObjectRef::new(&t.lease_name).within(&self.config.lease_namespace),
-                );
+                let lease = self.leases.leases.get(&t.lease_name).cloned();
                 let writer = self.writer.clone();
                 let tx = self.inputs_tx.clone();
                 let name = t.lease_name.clone();
@@ -613,14 +667,14 @@ impl Controller {
 
     /// Deletes leases of addresses no Service wants any more, when nobody holds them.
     fn collect_garbage(&self, wanted: &BTreeSet<IpAddr>) {
-        for lease in self.stores.leases.state() {
-            let Some(ip) = leases::lease_ip(&lease) else {
+        for lease in self.leases.leases.values() {
+            let Some(ip) = leases::lease_ip(lease) else {
                 continue;
             };
             if wanted.contains(&ip) || self.elections.get(&ip).is_some_and(|t| t.election.holds()) {
                 continue;
             }
-            let record = leases::record(&lease);
+            let record = leases::record(lease);
             if record.holder.is_some() && record.holder.as_deref() != Some(&self.config.node_name) {
                 continue;
             }
@@ -753,9 +807,7 @@ impl Controller {
         let mut releases = Vec::new();
         for (ip, t) in &mut self.elections {
             if let Some(write) = t.election.release() {
-                let lease = self.stores.leases.get(
-                    &reflector::ObjectRef::new(&t.lease_name).within(&self.config.lease_namespace),
-                );
+                let lease = self.leases.leases.get(&t.lease_name).cloned();
                 let writer = self.writer.clone();
                 let name = t.lease_name.clone();
                 let ip = *ip;

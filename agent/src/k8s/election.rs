@@ -161,6 +161,8 @@ pub struct Election {
     wire_conflict: bool,
     /// Since when this node has been trying to get a free lease (for takeover latency).
     wanted_since: Option<Instant>,
+    /// The lease watch is down: renewals may be happening unseen.
+    blind: bool,
 }
 
 /// What [`Election::decide`] says.
@@ -186,7 +188,14 @@ impl Election {
             retry_at: None,
             wire_conflict: false,
             wanted_since: None,
+            blind: false,
         }
+    }
+
+    /// The lease watch failed: until it has listed again ([`Election::relisted`]) this node
+    /// cannot see renewals, so it takes nothing over. A holder keeps renewing.
+    pub fn set_blind(&mut self) {
+        self.blind = true;
     }
 
     /// The lease as the watch now shows it (`None`: it does not exist).
@@ -212,6 +221,16 @@ impl Election {
                 self.lease = Some(Observed { record, changed_at });
             }
         }
+    }
+
+    /// The lease as a fresh list of the watch shows it, after a (re)connection. Expiry counts
+    /// from now: while the watch was down this node could not see renewals, so it must not
+    /// conclude there were none (after an API outage the holder, which kept announcing,
+    /// renews first instead of losing the address to a node that merely lost sight of it).
+    pub fn relisted(&mut self, record: Option<LeaseRecord>, now: Instant) {
+        self.blind = false;
+        self.lease = None;
+        self.observe(record, now);
     }
 
     /// Whether this node may hold the lease, and its rank among the eligible nodes.
@@ -340,7 +359,7 @@ impl Election {
             }
             // Holding but the lease vanished from the watch: write it again.
             (Some(_), None) => Some(Write::Create),
-            (None, _) if !self.eligible => None,
+            (None, _) if !self.eligible || self.blind => None,
             (None, None) => {
                 let at = self.wanted_since.unwrap_or(now) + self.timings.acquire_delay(self.rank);
                 if now >= at {
@@ -525,6 +544,38 @@ mod tests {
                 transitions: 1
             })
         );
+    }
+
+    #[test]
+    fn a_relist_restarts_the_expiry_clock() {
+        let t0 = Instant::now();
+        let mut b = node("b", t0);
+        b.observe(Some(record(Some("a"), "r1", "5")), t0);
+        // The watch was down for 20 s; after the relist the same record is seen again.
+        b.relisted(Some(record(Some("a"), "r1", "5")), t0 + 20 * S);
+        assert_eq!(b.decide(t0 + 20 * S).write, None, "not expired: just seen");
+        assert!(matches!(
+            b.decide(t0 + 35 * S).write,
+            Some(Write::Acquire { .. })
+        ));
+    }
+
+    #[test]
+    fn a_blind_candidate_takes_nothing_until_it_has_relisted() {
+        let t0 = Instant::now();
+        let mut b = node("b", t0);
+        b.observe(Some(record(Some("a"), "r1", "5")), t0);
+        b.set_blind();
+        assert_eq!(
+            b.decide(t0 + 60 * S).write,
+            None,
+            "expired by the clock, but unseen"
+        );
+        b.relisted(Some(record(Some("a"), "r1", "5")), t0 + 60 * S);
+        assert!(matches!(
+            b.decide(t0 + 75 * S).write,
+            Some(Write::Acquire { .. })
+        ));
     }
 
     #[test]
