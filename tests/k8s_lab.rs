@@ -638,3 +638,56 @@ fn an_api_outage_does_not_take_the_network_down() {
         Some(c.nodes[holder].name.clone())
     );
 }
+
+#[test]
+fn a_holder_that_loses_carrier_releases_and_another_node_takes_over() {
+    let c = seeded_cluster();
+    let holder = c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
+    // The switch port goes down: the holder's eno1 loses carrier (cilium#35507).
+    c.nodes[holder]
+        .ns
+        .sh(&["ip", "link", "set", "eno1", "down"]);
+    let mut now = Vec::new();
+    let ok = eventually(Duration::from_secs(15), || {
+        now = c.answering("c1", INTERNAL_VIP, "eno1");
+        now.len() == 1 && now[0] != holder
+    });
+    assert!(
+        ok,
+        "another node answers once the holder's interface is down: {now:?}"
+    );
+    assert_ne!(
+        c.lease_holder(INTERNAL_VIP),
+        Some(c.nodes[holder].name.clone())
+    );
+}
+
+#[test]
+fn addresses_spread_over_the_nodes() {
+    // The agents run first, then Services come: the case where Cilium piles every new
+    // Service onto whichever node asks first.
+    let mut c = Cluster::new();
+    c.apply(SEED_POLICIES);
+    c.start_all();
+    std::thread::sleep(Duration::from_secs(1));
+    let count = 12;
+    for i in 0..count {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{i}\n  labels:\n    network.example.com/interface: eno1\nspec:\n  type: LoadBalancer\n  ports:\n    - port: 80\n"
+        ));
+        c.set_lb_ip(&format!("svc-{i}"), &format!("192.168.3.{}", 180 + i));
+    }
+    let mut holders = std::collections::BTreeMap::<String, usize>::new();
+    assert!(eventually(Duration::from_secs(20), || {
+        holders.clear();
+        for i in 0..count {
+            if let Some(h) = c.lease_holder(&format!("192.168.3.{}", 180 + i)) {
+                *holders.entry(h).or_default() += 1;
+            }
+        }
+        holders.values().sum::<usize>() == count
+    }));
+    eprintln!("leases per node for {count} addresses: {holders:?}");
+    assert_eq!(holders.len(), 3, "every node holds some: {holders:?}");
+    assert!(holders.values().all(|n| *n <= 7), "no pile-up: {holders:?}");
+}
