@@ -109,6 +109,15 @@ fn answered_by_xdp(native: bool) {
         .map(|a| a["replies"].as_u64().unwrap())
         .sum();
     assert!(replies >= 4, "replies counted per entry: {status}");
+    // The solicited-node group of the IPv6 VIP is joined on the interface (real NICs filter
+    // multicast they have not joined).
+    let maddr = lab
+        .node
+        .sh(&["ip", "-6", "maddr", "show", "dev", &lab.node_if]);
+    assert!(
+        String::from_utf8_lossy(&maddr.stdout).contains("ff02::1:ff00:10"),
+        "solicited-node group joined"
+    );
     // The node's kernel has neither VIP: every answer came from XDP.
     let addrs = lab.node.sh(&["ip", "addr"]);
     let addrs = String::from_utf8_lossy(&addrs.stdout);
@@ -353,4 +362,75 @@ fn bad_input_is_one_clear_line_and_a_failure() {
         assert!(err.contains(expect), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn links_are_followed_mac_changes_new_and_removed_interfaces() {
+    let lab = Lab::new(false);
+    // The pattern also matches interfaces that do not exist yet.
+    let pattern = format!("^({}|late0)$", lab.node_if);
+    let agent = Agent::start(
+        &lab.node,
+        &[
+            "standalone",
+            "--interface",
+            &pattern,
+            "--ip",
+            VIP4,
+            "--xdp-mode",
+            "generic",
+        ],
+    );
+    assert_eq!(
+        arping(&lab.client, &lab.client_if, VIP4, 1),
+        vec![lab.node_mac()]
+    );
+    // A MAC change: answers follow it.
+    lab.node.sh(&[
+        "ip",
+        "link",
+        "set",
+        "dev",
+        &lab.node_if,
+        "address",
+        "02:00:00:00:be:ef",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(5), || arping(
+            &lab.client,
+            &lab.client_if,
+            VIP4,
+            1
+        ) == vec![
+            "02:00:00:00:be:ef".to_owned()
+        ]),
+        "answers with the new MAC"
+    );
+    // An interface that appears later and matches: announced there too.
+    let late_client = Netns::new();
+    veth(
+        &lab.node,
+        "late0",
+        &["192.0.2.201/24"],
+        &late_client,
+        "lc0",
+        &["192.0.2.202/24"],
+    );
+    let late_mac = lab.node.mac("late0");
+    assert!(
+        eventually(Duration::from_secs(5), || arping(
+            &late_client,
+            "lc0",
+            VIP4,
+            1
+        ) == vec![late_mac.clone()]),
+        "a new matching interface is announced on"
+    );
+    // Down: not announced there any more; removed: forgotten without trouble.
+    lab.node.sh(&["ip", "link", "set", "late0", "down"]);
+    assert!(eventually(Duration::from_secs(5), || {
+        agent.status()["interfaces"].as_array().unwrap().len() == 1
+    }));
+    lab.node.sh(&["ip", "link", "del", "late0"]);
+    assert_eq!(arping(&lab.client, &lab.client_if, VIP4, 1).len(), 1);
 }
