@@ -2,6 +2,7 @@
 
 pub mod ip_pool;
 pub mod l2_policy;
+mod schema;
 
 pub use l2_policy::{
     CiliumL2AnnouncementPolicy, CiliumL2AnnouncementPolicySpec, CiliumL2AnnouncementPolicyStatus,
