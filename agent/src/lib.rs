@@ -7,4 +7,5 @@ pub mod dataplane;
 pub mod http;
 pub mod k8s;
 pub mod links;
+pub mod operator;
 pub mod standalone;

@@ -30,6 +30,9 @@ enum Command {
     Standalone(StandaloneArgs),
     /// Show what the running l2announcer on this machine announces, and its counters.
     Status(StatusArgs),
+    /// LB-IPAM (Deployment): assign LoadBalancer addresses from CiliumLoadBalancerIPPools,
+    /// one active replica through a Lease.
+    Operator(OperatorArgs),
 }
 
 const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9470";
@@ -77,6 +80,51 @@ struct AgentArgs {
     api_outage: OutagePolicy,
     #[command(flatten)]
     dataplane: DataplaneArgs,
+}
+
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// Run at all: `--enabled=false` exits at once, for clusters where Cilium's operator
+    /// does LB-IPAM.
+    #[arg(long, env = "L2ANNOUNCER_OPERATOR_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    enabled: bool,
+    /// Kubeconfig file; without it, the in-cluster service account (or ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Address for /metrics, /livez and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9471")]
+    metrics_addr: SocketAddr,
+    /// Take LoadBalancer Services without a loadBalancerClass (Cilium's
+    /// --default-lb-service-ipam=lbipam).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    classless_services: bool,
+    /// loadBalancerClass values taken (repeat, or comma-separated).
+    #[arg(long = "load-balancer-class", value_delimiter = ',', default_value = l2announcer_ipam::model::L2_ANNOUNCER_CLASS)]
+    load_balancer_classes: Vec<String>,
+    /// Allocate IPv4 addresses.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    ipv4: bool,
+    /// Allocate IPv6 addresses.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    ipv6: bool,
+    /// Namespace of the operator's Lease [default: the pod's namespace, else kube-system].
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the operator's Lease.
+    #[arg(long, default_value = l2announcer::operator::DEFAULT_LEASE_NAME)]
+    leader_election_id: String,
+    /// This replica's identity in the Lease [default: the host name].
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How long the Lease is valid without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How long a leader whose renewals fail keeps writing.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    lease_renew_deadline: Duration,
+    /// Time between retries.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    lease_retry_period: Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -145,6 +193,7 @@ fn main() -> ExitCode {
             Command::Agent(args) => run_agent(args).await,
             Command::Standalone(args) => run_standalone(args).await,
             Command::Status(args) => show_status(args).await,
+            Command::Operator(args) => run_operator(args).await,
         }
     });
     match result {
@@ -300,6 +349,101 @@ impl Node {
             }
         }
     }
+}
+
+async fn kube_client_config(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Config> {
+    Ok(match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .context("kubeconfig")?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
+    })
+}
+
+async fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
+    use l2announcer::{
+        k8s::election::Timings,
+        operator::{self, LeaderConfig, http::Health, metrics::IpamMetrics},
+    };
+    if !args.enabled {
+        info!("operator disabled (--enabled=false): not assigning LoadBalancer addresses");
+        return Ok(());
+    }
+    let timings = Timings {
+        lease_duration: args.lease_duration,
+        renew_deadline: args.lease_renew_deadline,
+        retry_period: args.lease_retry_period,
+    };
+    timings.validate().context("lease timings")?;
+    let identity = match args.identity {
+        Some(id) if !id.is_empty() => id,
+        _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .context("no --identity/POD_NAME and no host name")?,
+    };
+    let config = operator::Config {
+        ipam: l2announcer_ipam::Config {
+            classless: args.classless_services,
+            classes: args.load_balancer_classes.into_iter().collect(),
+            ipv4_enabled: args.ipv4,
+            ipv6_enabled: args.ipv6,
+        },
+        leader: LeaderConfig {
+            namespace: args
+                .leader_election_namespace
+                .unwrap_or_else(|| "kube-system".into()),
+            name: args.leader_election_id,
+            identity,
+            timings,
+        },
+    };
+    let kube_config = kube_client_config(args.kubeconfig.as_ref()).await?;
+    let client = kube::Client::try_from(kube_config.clone()).context("API client")?;
+    let lease_client = kube::Client::try_from(kube_config).context("API client")?;
+    let listener = http::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("listening on {}", args.metrics_addr))?;
+    let mut registry = prometheus_client::registry::Registry::with_prefix("l2announcer");
+    let metrics = std::sync::Arc::new(IpamMetrics::register(&mut registry));
+    let health = std::sync::Arc::new(Health::default());
+    let (stop_http, mut stop_http_rx) = watch::channel(false);
+    let server = tokio::spawn(operator::http::serve(
+        listener,
+        std::sync::Arc::new(registry),
+        health.clone(),
+        async move {
+            let _ = stop_http_rx.wait_for(|s| *s).await;
+        },
+    ));
+    info!(
+        identity = %config.leader.identity,
+        lease = %format!("{}/{}", config.leader.namespace, config.leader.name),
+        metrics_addr = %args.metrics_addr,
+        "operator started"
+    );
+    operator::run(
+        config,
+        client,
+        lease_client,
+        metrics,
+        health,
+        shutdown_signal(),
+    )
+    .await;
+    let _ = stop_http.send(true);
+    if let Ok(Err(e)) = server.await {
+        error!(error = %e, "HTTP server");
+    }
+    info!("stopped");
+    Ok(())
 }
 
 async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
