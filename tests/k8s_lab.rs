@@ -32,78 +32,9 @@ const TIMINGS: [&str; 6] = [
     "500ms",
 ];
 
-const SEED_POLICIES: &str = r#"
-apiVersion: cilium.io/v2alpha1
-kind: CiliumL2AnnouncementPolicy
-metadata:
-  name: l2-policy-eno1
-  labels:
-    app.kubernetes.io/managed-by: terraform
-    app.kubernetes.io/component: cilium-l2-policy
-    network.example.com/interface: eno1
-    network.example.com/type: internal
-spec:
-  serviceSelector:
-    matchLabels:
-      network.example.com/interface: eno1
-  nodeSelector:
-    matchLabels: {}
-  interfaces:
-    - eno1
-  externalIPs: true
-  loadBalancerIPs: true
----
-apiVersion: cilium.io/v2alpha1
-kind: CiliumL2AnnouncementPolicy
-metadata:
-  name: l2-policy-eno2
-  labels:
-    app.kubernetes.io/managed-by: terraform
-    app.kubernetes.io/component: cilium-l2-policy
-    network.example.com/interface: eno2
-    network.example.com/type: public-api
-spec:
-  serviceSelector:
-    matchLabels:
-      network.example.com/interface: eno2
-  nodeSelector:
-    matchLabels:
-      node.kubernetes.io/control-plane: ""
-  interfaces:
-    - eno2
-  externalIPs: true
-  loadBalancerIPs: true
-"#;
+const SEED_POLICIES: &str = include_str!("fixtures/seed/policies.yaml");
 
-const SEED_SERVICES: &str = r#"
-# Internal service
-apiVersion: v1
-kind: Service
-metadata:
-  name: api-internal
-  labels:
-    network.example.com/interface: eno1
-spec:
-  type: LoadBalancer
-  selector:
-    app: api
-  ports:
-    - port: 8080
----
-# External service (same app, different interface)
-apiVersion: v1
-kind: Service
-metadata:
-  name: api-external
-  labels:
-    network.example.com/interface: eno2
-spec:
-  type: LoadBalancer
-  selector:
-    app: api
-  ports:
-    - port: 443
-"#;
+const SEED_SERVICES: &str = include_str!("fixtures/seed/services.yaml");
 
 struct Node {
     ns: Netns,

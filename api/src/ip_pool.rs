@@ -462,41 +462,7 @@ spec: {}
 
     /// The seed's two pools (`shared/seeds/cilium-l2-loadbalancer-pattern.md`), as its
     /// Terraform `yamlencode` renders them for eno1 and eno2.
-    const SEED_POOLS: &str = r#"
-apiVersion: cilium.io/v2alpha1
-kind: CiliumLoadBalancerIPPool
-metadata:
-  name: ip-pool-eno1
-  labels:
-    app.kubernetes.io/managed-by: terraform
-    app.kubernetes.io/component: cilium-ip-pool
-    network.example.com/interface: eno1
-    network.example.com/type: internal
-spec:
-  blocks:
-  - start: 192.168.3.150
-    stop: 192.168.3.250
-  serviceSelector:
-    matchLabels:
-      network.example.com/interface: eno1
----
-apiVersion: cilium.io/v2alpha1
-kind: CiliumLoadBalancerIPPool
-metadata:
-  name: ip-pool-eno2
-  labels:
-    app.kubernetes.io/managed-by: terraform
-    app.kubernetes.io/component: cilium-ip-pool
-    network.example.com/interface: eno2
-    network.example.com/type: public-api
-spec:
-  blocks:
-  - start: 192.168.4.150
-    stop: 192.168.4.250
-  serviceSelector:
-    matchLabels:
-      network.example.com/interface: eno2
-"#;
+    const SEED_POOLS: &str = include_str!("../../tests/fixtures/seed/pools.yaml");
 
     fn docs(yaml: &str) -> Vec<Value> {
         yaml.split("\n---\n")

@@ -302,48 +302,7 @@ mod tests {
 
     /// The seed's two policies (`shared/seeds/cilium-l2-loadbalancer-pattern.md`), as its
     /// Terraform `yamlencode` renders them for eno1 (all nodes) and eno2 (control plane).
-    pub(crate) const SEED_POLICIES: &str = r#"
-apiVersion: cilium.io/v2alpha1
-kind: CiliumL2AnnouncementPolicy
-metadata:
-  name: l2-policy-eno1
-  labels:
-    app.kubernetes.io/managed-by: terraform
-    app.kubernetes.io/component: cilium-l2-policy
-    network.example.com/interface: eno1
-    network.example.com/type: internal
-spec:
-  serviceSelector:
-    matchLabels:
-      network.example.com/interface: eno1
-  nodeSelector:
-    matchLabels: {}
-  interfaces:
-  - eno1
-  externalIPs: true
-  loadBalancerIPs: true
----
-apiVersion: cilium.io/v2alpha1
-kind: CiliumL2AnnouncementPolicy
-metadata:
-  name: l2-policy-eno2
-  labels:
-    app.kubernetes.io/managed-by: terraform
-    app.kubernetes.io/component: cilium-l2-policy
-    network.example.com/interface: eno2
-    network.example.com/type: public-api
-spec:
-  serviceSelector:
-    matchLabels:
-      network.example.com/interface: eno2
-  nodeSelector:
-    matchLabels:
-      node.kubernetes.io/control-plane: ""
-  interfaces:
-  - eno2
-  externalIPs: true
-  loadBalancerIPs: true
-"#;
+    pub(crate) const SEED_POLICIES: &str = include_str!("../../tests/fixtures/seed/policies.yaml");
 
     /// Policies as Cilium's documentation, its CI (conformance workflows) and its Go clients
     /// write them.

@@ -1154,75 +1154,9 @@ fn seed_manifests_get_addresses_from_the_right_ranges() {
     use k8s_openapi::api::core::v1::Service as K8sService;
     use l2announcer_api::ip_pool::v2alpha1;
 
-    const POOLS: &str = "
-apiVersion: cilium.io/v2alpha1
-kind: CiliumLoadBalancerIPPool
-metadata:
-  name: ip-pool-eno1
-spec:
-  blocks:
-  - start: 192.168.3.150
-    stop: 192.168.3.250
-  serviceSelector:
-    matchLabels:
-      network.example.com/interface: eno1
----
-apiVersion: cilium.io/v2alpha1
-kind: CiliumLoadBalancerIPPool
-metadata:
-  name: ip-pool-eno2
-spec:
-  blocks:
-  - start: 192.168.4.150
-    stop: 192.168.4.250
-  serviceSelector:
-    matchLabels:
-      network.example.com/interface: eno2
-";
+    const POOLS: &str = include_str!("../../tests/fixtures/seed/pools.yaml");
     // The seed's Services, verbatim.
-    const SERVICES: &str = "
-apiVersion: v1
-kind: Service
-metadata:
-  name: my-service
-  labels:
-    network.example.com/interface: eno1  # Select internal network
-spec:
-  type: LoadBalancer
-  selector:
-    app: my-app
-  ports:
-    - port: 80
-      targetPort: 8080
----
-# Internal service
-apiVersion: v1
-kind: Service
-metadata:
-  name: api-internal
-  labels:
-    network.example.com/interface: eno1
-spec:
-  type: LoadBalancer
-  selector:
-    app: api
-  ports:
-    - port: 8080
----
-# External service (same app, different interface)
-apiVersion: v1
-kind: Service
-metadata:
-  name: api-external
-  labels:
-    network.example.com/interface: eno2
-spec:
-  type: LoadBalancer
-  selector:
-    app: api
-  ports:
-    - port: 443
-";
+    const SERVICES: &str = include_str!("../../tests/fixtures/seed/services.yaml");
     let mut a = Allocator::new(Config::default());
     for doc in POOLS.split("\n---\n") {
         let p: v2alpha1::CiliumLoadBalancerIPPool = serde_yaml::from_str(doc).unwrap();

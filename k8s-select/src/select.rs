@@ -500,48 +500,7 @@ mod tests {
 
     // ---- The seed's manifests ----
 
-    const SEED_POLICIES: &str = r#"
-apiVersion: cilium.io/v2alpha1
-kind: CiliumL2AnnouncementPolicy
-metadata:
-  name: l2-policy-eno1
-  labels:
-    app.kubernetes.io/managed-by: terraform
-    app.kubernetes.io/component: cilium-l2-policy
-    network.example.com/interface: eno1
-    network.example.com/type: internal
-spec:
-  serviceSelector:
-    matchLabels:
-      network.example.com/interface: eno1
-  nodeSelector:
-    matchLabels: {}
-  interfaces:
-  - eno1
-  externalIPs: true
-  loadBalancerIPs: true
----
-apiVersion: cilium.io/v2alpha1
-kind: CiliumL2AnnouncementPolicy
-metadata:
-  name: l2-policy-eno2
-  labels:
-    app.kubernetes.io/managed-by: terraform
-    app.kubernetes.io/component: cilium-l2-policy
-    network.example.com/interface: eno2
-    network.example.com/type: public-api
-spec:
-  serviceSelector:
-    matchLabels:
-      network.example.com/interface: eno2
-  nodeSelector:
-    matchLabels:
-      node.kubernetes.io/control-plane: ""
-  interfaces:
-  - eno2
-  externalIPs: true
-  loadBalancerIPs: true
-"#;
+    const SEED_POLICIES: &str = include_str!("../../tests/fixtures/seed/policies.yaml");
 
     fn seed_policies() -> Vec<PolicyInfo> {
         SEED_POLICIES
