@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: setup, test, demo.
 
+mod crds;
 mod demo;
 mod setup;
 mod util;
@@ -13,6 +14,8 @@ commands:
   setup   install what the build and the tests need (Debian packages, nightly rust-src,
           bpf-linker for LLVM 22, the Python kubernetes client); idempotent
   test    setup, then the whole test suite (needs root: namespaces and XDP)
+  crds    write the CRDs generated from api/ into deploy/crds/ and the Helm chart, and render
+          deploy/manifests/ from the Kustomize overlays; `crds --check` fails if any is stale
   demo    setup, then a network-namespace lab where l2announcer answers ARP and NDP for a
           virtual IPv4 and IPv6 address; `demo --hold` keeps the lab up until Ctrl-C
 ";
@@ -22,6 +25,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run(),
         Some("test") => setup::run().and_then(|()| test(&args[1..])),
+        Some("crds") => crds::run(&args[1..]),
         Some("demo") => setup::run().and_then(|()| demo::run(&args[1..])),
         _ => {
             eprint!("{USAGE}");
