@@ -76,6 +76,29 @@ impl LeaseWriter {
         current: Option<&Lease>,
         write: &Write,
     ) -> (WriteResult, Option<Lease>) {
+        // A write that hangs must not hold the election forever: past the renew deadline it
+        // counts as the API being unavailable.
+        match tokio::time::timeout(
+            self.timings.renew_deadline,
+            self.execute_once(name, ip, current, write),
+        )
+        .await
+        {
+            Ok(done) => done,
+            Err(_) => {
+                tracing::debug!(lease = name, "lease write timed out");
+                (WriteResult::Unavailable, None)
+            }
+        }
+    }
+
+    async fn execute_once(
+        &self,
+        name: &str,
+        ip: IpAddr,
+        current: Option<&Lease>,
+        write: &Write,
+    ) -> (WriteResult, Option<Lease>) {
         let now = MicroTime(Timestamp::now());
         let duration = i32::try_from(self.timings.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let result = match write {
