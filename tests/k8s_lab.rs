@@ -247,7 +247,10 @@ impl Cluster {
     }
 
     fn lease_holder(&self, vip: &str) -> Option<String> {
-        let name = l2announcer_k8s_select_name(vip);
+        self.lease_holder_named(&l2announcer_k8s_select_name(vip))
+    }
+
+    fn lease_holder_named(&self, name: &str) -> Option<String> {
         let out = Command::new("ip")
             .args([
                 "netns",
@@ -621,4 +624,33 @@ fn addresses_spread_over_the_nodes() {
     eprintln!("leases per node for {count} addresses: {holders:?}");
     assert_eq!(holders.len(), 3, "every node holds some: {holders:?}");
     assert!(holders.values().all(|n| *n <= 7), "no pile-up: {holders:?}");
+}
+
+#[test]
+fn an_ipv6_vip_is_answered_by_one_node_with_ndp() {
+    let mut c = Cluster::new();
+    c.apply(SEED_POLICIES);
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: api-v6\n  labels:\n    network.example.com/interface: eno1\nspec:\n  type: LoadBalancer\n  ipFamilies: [IPv6]\n  ports:\n    - port: 443\n",
+    );
+    c.set_lb_ip("api-v6", "2001:db8:3::150");
+    c.start_all();
+    let macs: Vec<String> = (0..3).map(|i| c.mac(i, "eno1")).collect();
+    let mut answer = None;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            answer = l2announcer_tests::ndisc6(&c.client, "c1", "2001:db8:3::150");
+            answer.is_some()
+        }),
+        "the IPv6 VIP is resolved"
+    );
+    let answer = answer.unwrap();
+    let holder = macs
+        .iter()
+        .position(|m| *m == answer)
+        .expect("a node's eno1 MAC");
+    assert_eq!(
+        c.lease_holder_named("l2announcer-v6-2001-db8-3--150"),
+        Some(c.nodes[holder].name.clone())
+    );
 }
