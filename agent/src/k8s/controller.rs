@@ -444,12 +444,9 @@ impl Controller {
         t.wake_at = Some(now);
         if acquired {
             self.metrics.acquisitions.inc();
-            if let Some(since) = t.election.wanted_since() {
-                self.metrics
-                    .takeover_seconds
-                    .observe(now.saturating_duration_since(since).as_secs_f64());
+            if let Some(latency) = t.election.take_takeover_latency(now) {
+                self.metrics.takeover_seconds.observe(latency.as_secs_f64());
             }
-            t.election.clear_wanted();
             info!(%ip, services = t.candidacy.services.len(), "lease acquired: announcing");
         }
         if held_before && !t.election.holds() && !matches!(write, Write::Release { .. }) {

@@ -163,6 +163,8 @@ pub struct Election {
     wanted_since: Option<Instant>,
     /// The lease watch is down: renewals may be happening unseen.
     blind: bool,
+    /// When the lease of the acquisition in flight became available to this node.
+    available_since: Option<Instant>,
 }
 
 /// What [`Election::decide`] says.
@@ -189,6 +191,7 @@ impl Election {
             wire_conflict: false,
             wanted_since: None,
             blind: false,
+            available_since: None,
         }
     }
 
@@ -300,14 +303,12 @@ impl Election {
         self.holding.is_some()
     }
 
-    /// Since when the node has wanted the lease without holding it, if it does.
-    pub fn wanted_since(&self) -> Option<Instant> {
-        self.wanted_since
-    }
-
-    /// Marks the takeover latency as reported.
-    pub fn clear_wanted(&mut self) {
-        self.wanted_since = None;
+    /// After a successful acquisition: how long since the lease became available to this
+    /// node (free, expired, or wanted when it did not exist yet). Reported once.
+    pub fn take_takeover_latency(&mut self, now: Instant) -> Option<std::time::Duration> {
+        self.available_since
+            .take()
+            .map(|since| now.saturating_duration_since(since))
     }
 
     /// Whether to announce the address right now.
@@ -361,8 +362,10 @@ impl Election {
             (Some(_), None) => Some(Write::Create),
             (None, _) if !self.eligible || self.blind => None,
             (None, None) => {
-                let at = self.wanted_since.unwrap_or(now) + self.timings.acquire_delay(self.rank);
+                let wanted = self.wanted_since.unwrap_or(now);
+                let at = wanted + self.timings.acquire_delay(self.rank);
                 if now >= at {
+                    self.available_since = Some(wanted);
                     Some(Write::Create)
                 } else {
                     wake.at(at);
@@ -395,6 +398,8 @@ impl Election {
                             since + self.timings.acquire_delay(self.rank)
                         };
                         if now >= at {
+                            let wanted = self.wanted_since.unwrap_or(since);
+                            self.available_since = Some(since.max(wanted));
                             let changes_hands = !ours;
                             Some(Write::Acquire {
                                 resource_version: record.resource_version.clone(),
@@ -576,6 +581,25 @@ mod tests {
             b.decide(t0 + 75 * S).write,
             Some(Write::Acquire { .. })
         ));
+    }
+
+    #[test]
+    fn takeover_latency_counts_from_expiry_not_from_the_start() {
+        let t0 = Instant::now();
+        let mut b = node("b", t0);
+        b.observe(Some(record(Some("a"), "r1", "5")), t0);
+        let w = b.decide(t0 + 16 * S).write.unwrap();
+        b.written(
+            &w,
+            WriteResult::Ok(record(Some("b"), "r2", "6")),
+            t0 + 16 * S + S / 10,
+        );
+        assert_eq!(
+            b.take_takeover_latency(t0 + 16 * S + S / 10),
+            Some(S + S / 10),
+            "expired at t0+15, held at t0+16.1"
+        );
+        assert_eq!(b.take_takeover_latency(t0 + 17 * S), None, "reported once");
     }
 
     #[test]
