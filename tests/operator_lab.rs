@@ -410,6 +410,11 @@ impl Operator {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// CPU time (user + system) the operator has used so far.
+    fn cpu(&self) -> Duration {
+        cpu_of(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill with the pid of a child we own.
         unsafe { libc::kill(self.child.id() as i32, sig) };
@@ -443,6 +448,28 @@ impl Drop for Operator {
         }
         let _ = fs::remove_file(&self.log);
     }
+}
+
+/// User + system CPU time of a process, from its `/proc/<pid>/stat`.
+fn cpu_of(stat_path: &str) -> Duration {
+    let stat = fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at `state`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the state.
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
 }
 
 fn in_range(ips: &[IpAddr], range: &std::ops::RangeInclusive<IpAddr>) -> bool {
@@ -671,6 +698,52 @@ fn failover_to_the_standby_keeps_every_address() {
 }
 
 #[test]
+fn an_api_outage_stops_the_leader_writing_and_it_resumes_without_moving_anything() {
+    let lab = Lab::new();
+    lab.apply_seed();
+    let op = Operator::start(lab.kubeconfig(), "operator-a");
+    lab.wait_services("seed services satisfied", Duration::from_secs(30), |s| {
+        s.len() == 3 && s.values().all(is_satisfied)
+    });
+    let before = lab.services();
+
+    lab.kit.faults().outage(true);
+    let outage = Instant::now();
+    // Renewals fail: past the renew deadline (1.5 s) the replica must stop writing.
+    assert!(
+        eventually(Duration::from_secs(5), || !op.leads()),
+        "still leading during the outage"
+    );
+    println!(
+        "outage: stopped leading {:?} after the API went away",
+        outage.elapsed()
+    );
+    // Created meanwhile (the backdoor is not affected by the outage).
+    lab.create_service(
+        "during-outage",
+        json!({ "network.example.com/interface": "eno2" }),
+        json!({}),
+        json!({}),
+    );
+    thread::sleep(Duration::from_secs(1));
+    lab.kit.faults().outage(false);
+    let back = Instant::now();
+    lab.wait_services("served after the outage", Duration::from_secs(30), |s| {
+        s.get("default/during-outage").is_some_and(is_satisfied)
+    });
+    println!(
+        "outage: the service created during the outage satisfied {:?} after the API came back",
+        back.elapsed()
+    );
+    assert!(op.leads());
+    let after = lab.services();
+    for (name, state) in &before {
+        assert_eq!(after[name], *state, "{name} changed across the outage");
+    }
+    assert!(in_range(&after["default/during-outage"].ips, &eno2_range()));
+}
+
+#[test]
 fn conflicts_exhaustion_and_selector_mismatch_show_cilium_conditions() {
     let lab = Lab::new();
     lab.apply(SEED_POOLS);
@@ -780,6 +853,32 @@ spec:
         lab.service("tiny-b").ips,
         vec!["10.20.0.1".parse::<IpAddr>().unwrap()]
     );
+    // A Service that stops being a LoadBalancer leaves the operator's responsibility: what
+    // it had set is removed, and the address returns to the pool.
+    lab.kubectl(
+        &[
+            "patch",
+            "service",
+            "tiny-b",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"type":"ClusterIP"}}"#,
+        ],
+        None,
+    );
+    lab.wait_services("tiny-b cleared", Duration::from_secs(30), |s| {
+        s.get("default/tiny-b").is_some_and(|s| {
+            *s == SvcState {
+                ips: vec![],
+                condition: None,
+            }
+        })
+    });
+    let back = eventually(Duration::from_secs(20), || {
+        lab.pool_conditions("tiny")["cilium.io/IPsAvailable"].2 == "1"
+    });
+    assert!(back, "{:?}", lab.pool_conditions("tiny"));
+
     lab.kubectl(
         &[
             "patch",
@@ -888,18 +987,21 @@ fn cold_start_10000_services() {
     };
 
     lab.kit.audit().clear();
+    let test_cpu = cpu_of("/proc/self/stat");
     let started = Instant::now();
     let op = Operator::start(lab.kubeconfig(), "operator-a");
     let ready = started.elapsed();
     let settled = wait_settled(&op, Duration::from_secs(600)).expect("cold start settles");
     let total = started.elapsed();
+    let op_cpu = op.cpu();
+    let kit_cpu = cpu_of("/proc/self/stat").saturating_sub(test_cpu);
     let (rss, peak) = op.memory_kib();
     let text = op.metrics_text();
     let latency_sum = metric(&text, "l2announcer_ipam_allocation_seconds_sum").unwrap_or(0.0);
     let latency_count = metric(&text, "l2announcer_ipam_allocation_seconds_count").unwrap_or(0.0);
     let writes = service_status_writes(&lab.kit).values().sum::<usize>();
     println!(
-        "bench: cold start of {n} services over {POOLS} pools: ready (lists done) {ready:?}, all satisfied {total:?} after start ({settled:?} after ready); {writes} service status writes; mean event-to-write latency {:.2}s; operator RSS {} MiB (peak {} MiB)",
+        "bench: cold start of {n} services over {POOLS} pools: ready (lists done) {ready:?}, all satisfied {total:?} after start ({settled:?} after ready); {writes} service status writes; mean event-to-write latency {:.2}s; operator RSS {} MiB (peak {} MiB); CPU: operator {op_cpu:?}, test kit (and test) {kit_cpu:?}",
         latency_sum / latency_count.max(1.0),
         rss / 1024,
         peak / 1024,

@@ -515,7 +515,6 @@ impl Controller {
         let took = started.elapsed();
         self.metrics.reconcile_seconds.observe(took.as_secs_f64());
         let stats = allocator.stats();
-        self.metrics.set_stats(&stats);
         if first || took > Duration::from_millis(100) {
             info!(
                 took_ms = took.as_millis() as u64,
@@ -527,6 +526,9 @@ impl Controller {
         }
         self.dispatch(decisions);
         self.changed_since.clear();
+        // Pending writes first: a scrape that sees the new numbers sees them pending too.
+        self.metrics.writes_pending.set(self.writes.len() as i64);
+        self.metrics.set_stats(&stats);
     }
 
     fn dispatch(&mut self, decisions: Decisions) {
