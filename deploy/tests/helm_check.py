@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Real Helm (the Go library shipped in the helm-sdkpy package) against the chart:
+
+    helm_check.py lint CHART
+        prints Helm's lint result as JSON.
+    helm_check.py install CHART KUBECONFIG NAMESPACE RELEASE VALUES_JSON
+        installs the chart (create-namespace, no wait: the API test kit runs no pods), prints
+        the release (with its rendered "manifest") as one JSON line, then waits for a line on
+        standard input: "uninstall" uninstalls the release and prints the result as another
+        JSON line; end of input leaves it installed.
+
+The release is kept by Helm's "memory" storage driver (HELM_DRIVER=memory, one process):
+Helm writes its release Secrets with protobuf, which the API test kit does not speak (it
+is JSON only). The chart's own objects go through Helm's JSON client, as in a cluster.
+
+Install with: pip install --ignore-requires-python helm-sdkpy (cargo xtask setup does).
+"""
+
+import asyncio
+import json
+import sys
+
+import os
+
+os.environ["HELM_DRIVER"] = "memory"
+
+import helm_sdkpy as helm  # noqa: E402
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "lint":
+        config = helm.Configuration(namespace="default")
+        result = asyncio.run(helm.Lint(config).run(sys.argv[2]))
+        json.dump(result, sys.stdout)
+    elif cmd == "install":
+        chart, kubeconfig, namespace, release, values = sys.argv[2:7]
+        config = helm.Configuration(namespace=namespace, kubeconfig=kubeconfig)
+        result = asyncio.run(
+            helm.Install(config).run(
+                release,
+                chart,
+                values=json.loads(values),
+                create_namespace=True,
+                wait=False,
+                timeout=120,
+            )
+        )
+        print(json.dumps(result), flush=True)
+        line = sys.stdin.readline().strip()
+        if line == "uninstall":
+            result = asyncio.run(helm.Uninstall(config).run(release, wait=False, timeout=120))
+            print(json.dumps(result), flush=True)
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()
