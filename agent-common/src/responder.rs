@@ -50,6 +50,10 @@ const BROADCAST: [u8; 6] = [0xff; 6];
 pub const ALL_NODES: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// Byte access to one frame.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "a frame is never empty where it is used"
+)]
 pub trait Frame {
     /// The frame's length in bytes.
     fn len(&self) -> usize;
@@ -216,14 +220,13 @@ fn arp<F: Frame, T: Table, L: Liveness>(
 
     // Somebody else saying it has an address we announce, in a request, reply or gratuitous ARP.
     let mut conflict = false;
-    if spa != [0; 4] {
-        if let Some(entry) = table.v4(&KeyV4 { ip: spa, ifindex }) {
-            if sha != entry.mac {
-                entry.conflicts += 1;
-                entry.conflict_mac = sha;
-                conflict = true;
-            }
-        }
+    if spa != [0; 4]
+        && let Some(entry) = table.v4(&KeyV4 { ip: spa, ifindex })
+        && sha != entry.mac
+    {
+        entry.conflicts += 1;
+        entry.conflict_mac = sha;
+        conflict = true;
     }
     let passed = if conflict {
         Counter::Conflicts
@@ -372,7 +375,10 @@ fn neighbor_solicitation<F: Frame, T: Table, L: Liveness>(
     let seen = Some(Counter::NsRequests);
     // RFC 4861 §7.1.1 validity checks, cheapest first; the checksum comes after the table
     // lookup so that solicitations for other hosts cost no more than a lookup.
-    if payload_len < ND_LEN || payload_len % 8 != 0 || ICMP6_OFF + payload_len > frame.len() {
+    if payload_len < ND_LEN
+        || !payload_len.is_multiple_of(8)
+        || ICMP6_OFF + payload_len > frame.len()
+    {
         return Outcome::pass(seen, Counter::PassMalformed);
     }
     if hop_limit != 255 {
