@@ -12,7 +12,8 @@ usage: cargo xtask <command>
 
 commands:
   setup   install what the build and the tests need (Debian packages, nightly rust-src,
-          bpf-linker for LLVM 22, the Python kubernetes client); idempotent
+          bpf-linker for LLVM 22, the Python kubernetes client, helm-sdkpy, python-hcl2
+          and pyyaml for the deploy/ tests); idempotent
   test    setup, then the whole test suite (needs root: namespaces and XDP)
   crds    write the CRDs generated from api/ into deploy/crds/ and the Helm chart, and render
           deploy/manifests/ from the Kustomize overlays; `crds --check` fails if any is stale

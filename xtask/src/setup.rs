@@ -31,6 +31,7 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     python_kubernetes()?;
+    python_deploy_tools()?;
     eprintln!("setup: everything is in place");
     Ok(())
 }
@@ -119,4 +120,27 @@ fn python_kubernetes() -> anyhow::Result<()> {
         "python3",
         &["-m", "pip", "install", "--quiet", "kubernetes"],
     )
+}
+
+/// The deploy/ tests' Python modules: Helm's Go library (helm-sdkpy: lint and install the chart
+/// into the API test kit), python-hcl2 (parse the Terraform module), PyYAML (read YAML as a
+/// YAML 1.1 parser does). helm-sdkpy declares Python >= 3.12 but loads on 3.11, hence
+/// `--ignore-requires-python`. Each is installed only if its import fails.
+fn python_deploy_tools() -> anyhow::Result<()> {
+    for (module, package, extra) in [
+        ("helm_sdkpy", "helm-sdkpy", Some("--ignore-requires-python")),
+        ("hcl2", "python-hcl2", None),
+        ("yaml", "pyyaml", None),
+    ] {
+        if output("python3", &["-c", &format!("import {module}")]).is_some() {
+            eprintln!("setup: Python {package} present");
+            continue;
+        }
+        eprintln!("setup: installing the Python package {package}");
+        let mut args = vec!["-m", "pip", "install", "--quiet"];
+        args.extend(extra);
+        args.push(package);
+        util::run("python3", &args)?;
+    }
+    Ok(())
 }
