@@ -1044,3 +1044,70 @@ fn prometheus_rules_are_the_same_in_chart_and_monitoring() {
         assert!(names.contains(wanted), "no alert {wanted}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Image
+
+/// The Dockerfile cannot be built here (no container engine): this checks that it builds the
+/// way `cargo xtask setup` prepares a machine (same LLVM packages, same bpf-linker), and that
+/// the binary it copies carries its XDP program (an embedded ELF object for EM_BPF), so the
+/// single-binary image needs nothing else.
+#[test]
+fn dockerfile_matches_setup_and_the_binary_embeds_its_xdp_program() {
+    let dockerfile = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+    let setup = std::fs::read_to_string(root().join("xtask/src/setup.rs")).unwrap();
+    let froms: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(froms.len(), 2, "build and runtime stages: {froms:?}");
+    assert!(froms[0].ends_with(" AS build"));
+    let version = setup
+        .lines()
+        .find_map(|l| l.strip_prefix("const BPF_LINKER_VERSION: &str = \""))
+        .and_then(|v| v.strip_suffix("\";"))
+        .expect("BPF_LINKER_VERSION in setup.rs");
+    assert!(dockerfile.contains(&format!(
+        "bpf-linker@{version} --no-default-features --features llvm-22"
+    )));
+    for pkg in [
+        "llvm-22-dev",
+        "libpolly-22-dev",
+        "zlib1g-dev",
+        "libzstd-dev",
+    ] {
+        assert!(
+            setup.contains(&format!("\"{pkg}\"")),
+            "{pkg} not in setup.rs"
+        );
+        assert!(dockerfile.contains(pkg), "{pkg} not in the Dockerfile");
+    }
+    assert!(dockerfile.contains("--component rust-src"));
+    assert!(dockerfile.contains("cargo build --release --locked --package l2announcer"));
+    assert!(dockerfile.contains("COPY --from=build /out/l2announcer /usr/local/bin/l2announcer"));
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/l2announcer\"]"));
+    // The DaemonSet and Deployment run the entrypoint with their args.
+    let ds = agent_daemonset();
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    assert!(
+        container(&pod, "agent").command.is_none(),
+        "the image's entrypoint is used"
+    );
+
+    let bin = std::fs::read(l2announcer_tests::binary()).expect("l2announcer binary");
+    const EM_BPF: u16 = 247;
+    let embedded = bin
+        .windows(4)
+        .enumerate()
+        .skip(1)
+        .filter(|(_, w)| *w == b"\x7fELF")
+        .any(|(off, _)| {
+            bin.get(off + 18..off + 20)
+                .is_some_and(|m| u16::from_le_bytes([m[0], m[1]]) == EM_BPF)
+        });
+    assert!(
+        embedded,
+        "no eBPF ELF object embedded in {}",
+        l2announcer_tests::binary().display()
+    );
+}
