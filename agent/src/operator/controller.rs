@@ -9,7 +9,7 @@
 //! and each write checks the lease just before it is sent.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::Arc,
     time::Duration,
 };
@@ -33,7 +33,7 @@ use l2announcer_ipam::{
     ServiceUpdate, pool_from_crd, service_from_k8s,
 };
 use tokio::{
-    sync::{Semaphore, mpsc, watch},
+    sync::{mpsc, watch},
     task::JoinSet,
     time::Instant,
 };
@@ -42,7 +42,7 @@ use tracing::{debug, info, warn};
 use super::{http::Health, metrics::IpamMetrics, status};
 
 /// Status writes in flight at once: enough to hide the API server's latency, few enough
-/// not to flood it.
+/// not to flood it. The rest wait in a queue (cheaper than thousands of parked tasks).
 const WRITE_CONCURRENCY: usize = 16;
 /// Backoff of failed writes (Cilium's LB-IPAM: 250 ms doubling to 5 min).
 const RETRY_FIRST: Duration = Duration::from_millis(250);
@@ -116,7 +116,6 @@ struct Writer {
     services: Store<Service>,
     pools: Store<CiliumLoadBalancerIPPool>,
     leading: watch::Receiver<bool>,
-    permits: Arc<Semaphore>,
 }
 
 impl Writer {
@@ -130,9 +129,6 @@ impl Writer {
             target: target.clone(),
             outcome,
             latency: None,
-        };
-        let Ok(_permit) = self.permits.acquire().await else {
-            return done(Outcome::NotLeading);
         };
         if !*self.leading.borrow() {
             return done(Outcome::NotLeading);
@@ -287,6 +283,9 @@ pub struct Controller {
     leading: watch::Receiver<bool>,
     writer: Writer,
     allocator: Option<Allocator>,
+    /// Writes decided but not started yet.
+    queue: VecDeque<Job>,
+    /// Writes in flight (at most [`WRITE_CONCURRENCY`]).
     writes: JoinSet<Done>,
     failures: BTreeMap<Target, u32>,
     retry_at: BTreeMap<Target, Instant>,
@@ -321,7 +320,6 @@ impl Controller {
             services: services.clone(),
             pools: pools.clone(),
             leading: leading.clone(),
-            permits: Arc::new(Semaphore::new(WRITE_CONCURRENCY)),
         };
         Self {
             config,
@@ -331,6 +329,7 @@ impl Controller {
             leading,
             writer,
             allocator: None,
+            queue: VecDeque::new(),
             writes: JoinSet::new(),
             failures: BTreeMap::new(),
             retry_at: BTreeMap::new(),
@@ -377,14 +376,16 @@ impl Controller {
                     if let Ok(done) = done {
                         self.written(done);
                     }
+                    self.start_writes();
                 }
                 _ = retry => self.retry_due(),
                 _ = tick.tick() => self.health.beat(),
             }
             self.reconcile();
-            self.metrics.writes_pending.set(self.writes.len() as i64);
+            self.metrics.writes_pending.set(self.writes_pending());
             self.metrics.retries_pending.set(self.retry_at.len() as i64);
         }
+        self.queue.clear();
         self.writes.abort_all();
     }
 
@@ -398,6 +399,7 @@ impl Controller {
             if self.allocator.take().is_some() {
                 warn!("lost the operator lease: stopped writing");
             }
+            self.queue.clear();
             self.writes.abort_all();
             self.failures.clear();
             self.retry_at.clear();
@@ -527,7 +529,7 @@ impl Controller {
         self.dispatch(decisions);
         self.changed_since.clear();
         // Pending writes first: a scrape that sees the new numbers sees them pending too.
-        self.metrics.writes_pending.set(self.writes.len() as i64);
+        self.metrics.writes_pending.set(self.writes_pending());
         self.metrics.set_stats(&stats);
     }
 
@@ -547,15 +549,29 @@ impl Controller {
                 },
                 ServiceUpdate::Clear { key } => Job::ServiceClear(key),
             };
-            self.writes.spawn(self.writer.clone().run(job));
+            self.queue.push_back(job);
         }
         for update in decisions.pools {
-            let job = Job::Pool {
+            self.queue.push_back(Job::Pool {
                 name: update.name,
                 conditions: update.conditions,
+            });
+        }
+        self.start_writes();
+    }
+
+    /// Starts queued writes up to the concurrency limit.
+    fn start_writes(&mut self) {
+        while self.writes.len() < WRITE_CONCURRENCY {
+            let Some(job) = self.queue.pop_front() else {
+                return;
             };
             self.writes.spawn(self.writer.clone().run(job));
         }
+    }
+
+    fn writes_pending(&self) -> i64 {
+        i64::try_from(self.queue.len() + self.writes.len()).unwrap_or(i64::MAX)
     }
 
     fn written(&mut self, done: Done) {
