@@ -27,6 +27,8 @@ const API_ADDR: &str = "198.51.100.1";
 const NS: &str = "l2announcer";
 const AGENT_USER: &str = "system:serviceaccount:l2announcer:l2announcer-agent";
 const AGENT_TOKEN: &str = "rbac-lab-agent-token";
+const OPERATOR_USER: &str = "system:serviceaccount:l2announcer:l2announcer-operator";
+const OPERATOR_TOKEN: &str = "rbac-lab-operator-token";
 const VIP: &str = "192.168.3.150";
 
 /// Granted but not expected in a short run: kube-runtime's Recorder patches an event only when
@@ -70,6 +72,10 @@ fn agent_rbac() -> Vec<Value> {
     yaml_docs(&deploy_dir().join("kustomize/base/agent/rbac.yaml"))
 }
 
+fn operator_rbac() -> Vec<Value> {
+    yaml_docs(&deploy_dir().join("kustomize/base/operator/rbac.yaml"))
+}
+
 /// One permission: API group, resource (with `/subresource`), verb, and the namespace it is
 /// granted in (`None`: cluster-wide).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -78,6 +84,8 @@ struct Grant {
     resource: String,
     verb: String,
     namespace: Option<String>,
+    /// `resourceNames` of the rule (empty: any name).
+    names: Vec<String>,
 }
 
 /// Every (group, resource, verb) the ClusterRole and Role grant, one per combination.
@@ -90,6 +98,12 @@ fn grants(rbac: &[Value]) -> Vec<Grant> {
             _ => continue,
         };
         for rule in doc["rules"].as_array().unwrap() {
+            let names: Vec<String> = rule["resourceNames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| n.as_str().unwrap().to_owned())
+                .collect();
             for g in rule["apiGroups"].as_array().unwrap() {
                 for r in rule["resources"].as_array().unwrap() {
                     for v in rule["verbs"].as_array().unwrap() {
@@ -98,6 +112,7 @@ fn grants(rbac: &[Value]) -> Vec<Grant> {
                             resource: r.as_str().unwrap().into(),
                             verb: v.as_str().unwrap().into(),
                             namespace: namespace.clone(),
+                            names: names.clone(),
                         };
                         assert!(
                             !grant.group.contains('*')
@@ -175,15 +190,68 @@ fn rbac_without(rbac: &[Value], without: &Grant) -> Vec<Value> {
     out
 }
 
-/// Whether `grants` allow a request (as RBAC decides: group, resource/subresource, verb, and
-/// the namespace for namespaced grants).
-fn allowed(grants: &[Grant], group: &str, resource: &str, verb: &str, namespace: &str) -> bool {
+/// Whether `grants` allow a request (as RBAC decides: group, resource/subresource, verb, the
+/// namespace for namespaced grants, and `resourceNames`). The audit log does not record a
+/// list/watch's field selector, so a named grant is taken to cover a list/watch without a
+/// name; the API test kit itself refuses one not pinned to the name (no 403 is asserted too).
+fn allowed(grants: &[Grant], e: &kube_testkit::audit::AuditEntry) -> bool {
+    let resource = resource_of(e);
     grants.iter().any(|g| {
-        g.group == group
+        g.group == e.group
             && g.resource == resource
-            && g.verb == verb
-            && g.namespace.as_deref().is_none_or(|ns| ns == namespace)
+            && g.verb == e.verb
+            && g.namespace.as_deref().is_none_or(|ns| ns == e.namespace)
+            && (g.names.is_empty()
+                || g.names.contains(&e.name)
+                || (e.name.is_empty() && matches!(e.verb.as_str(), "list" | "watch")))
     })
+}
+
+/// The audit of one user's requests against the rules it holds: none refused, each one
+/// granted, and each grant used but for `not_exercised`. Returns the distinct
+/// (group, resource, verb) used.
+fn check_audit(
+    requests: &[kube_testkit::audit::AuditEntry],
+    rbac: &[Value],
+    not_exercised: &[(&str, &str, &str)],
+) -> BTreeSet<(String, String, String)> {
+    assert!(!requests.is_empty(), "no request in the audit log");
+    let refused: Vec<_> = requests
+        .iter()
+        .filter(|e| e.code == 401 || e.code == 403)
+        .map(|e| format!("{} {} {}", e.code, e.verb, e.path))
+        .collect();
+    assert!(refused.is_empty(), "refused requests: {refused:#?}");
+    let granted = grants(rbac);
+    // Every request is one the rules grant (resource requests only; discovery has an empty
+    // resource and is open to every authenticated user).
+    let mut used: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for e in requests.iter().filter(|e| !e.resource.is_empty()) {
+        assert!(
+            allowed(&granted, e),
+            "a request the rules do not grant: {} {} {} {:?} in {:?}",
+            e.verb,
+            e.group,
+            resource_of(e),
+            e.name,
+            e.namespace
+        );
+        used.insert((e.group.clone(), resource_of(e), e.verb.clone()));
+    }
+    // Every grant is used, but the documented exceptions (which must stay unused).
+    let mut unused: Vec<(String, String, String)> = Vec::new();
+    for g in &granted {
+        let key = (g.group.clone(), g.resource.clone(), g.verb.clone());
+        if !used.contains(&key) && !unused.contains(&key) {
+            unused.push(key);
+        }
+    }
+    let expected: Vec<(String, String, String)> = not_exercised
+        .iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(unused, expected, "granted but never used (used: {used:#?})");
+    used
 }
 
 struct Lab {
@@ -191,6 +259,7 @@ struct Lab {
     api: Option<TestKit>,
     admin_kubeconfig: String,
     agent_kubeconfig: String,
+    operator_kubeconfig: String,
     node: Netns,
     client: Netns,
     agent: Option<Agent>,
@@ -216,6 +285,14 @@ impl Lab {
                         "system:serviceaccounts:l2announcer",
                     ],
                 )
+                .token(
+                    OPERATOR_TOKEN,
+                    OPERATOR_USER,
+                    &[
+                        "system:serviceaccounts",
+                        "system:serviceaccounts:l2announcer",
+                    ],
+                )
                 .spawn_blocking()
                 .expect("start the API test kit")
         });
@@ -225,7 +302,13 @@ impl Lab {
             .expect("agent kubeconfig")
             .to_string_lossy()
             .into_owned();
+        let operator_kubeconfig = api
+            .write_kubeconfig("operator", Some(OPERATOR_TOKEN), None)
+            .expect("operator kubeconfig")
+            .to_string_lossy()
+            .into_owned();
         let lab = Lab {
+            operator_kubeconfig,
             switch,
             api: Some(api),
             admin_kubeconfig,
@@ -245,8 +328,72 @@ impl Lab {
             let path = agent_dir.join(file).to_string_lossy().into_owned();
             lab.kubectl(&["apply", "-f", &path], None);
         }
+        let operator_dir = deploy_dir().join("kustomize/base/operator");
+        for file in ["serviceaccount.yaml", "rbac.yaml"] {
+            let path = operator_dir.join(file).to_string_lossy().into_owned();
+            lab.kubectl(&["apply", "-f", &path], None);
+        }
         lab.apply(SEED_POLICY);
         lab
+    }
+
+    /// `l2announcer operator` in the switch namespace (where the API is), as `kubeconfig`'s
+    /// user, its metrics on 127.0.0.1:9471 there. Killed on drop.
+    fn start_operator(&self, kubeconfig: &str) -> Operator {
+        let log = std::env::temp_dir().join(format!("{}.log", unique("l2a-operator-")));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.switch.name])
+            .arg(l2announcer_tests::binary())
+            .args(["operator", "--kubeconfig", kubeconfig])
+            .args(["--metrics-addr", "127.0.0.1:9471"])
+            .args([
+                "--leader-election-namespace",
+                NS,
+                "--identity",
+                "operator-1",
+            ])
+            .args(["--lease-duration", "3s", "--lease-renew-deadline", "1500ms"])
+            .args(["--lease-retry-period", "500ms"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("l2announcer operator");
+        Operator { child, log }
+    }
+
+    fn pool(&self, name: &str, start: &str, stop: &str, interface: &str) {
+        self.apply(
+            &json!({"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumLoadBalancerIPPool",
+                    "metadata": {"name": name},
+                    "spec": {"blocks": [{"start": start, "stop": stop}],
+                             "serviceSelector": {"matchLabels": {"network.example.com/interface": interface}}}})
+            .to_string(),
+        );
+    }
+
+    /// A LoadBalancer Service without an address, for the operator to allocate.
+    fn plain_service(&self, name: &str, interface: &str) {
+        self.apply(
+            &json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": name, "namespace": "default",
+                                 "labels": {"network.example.com/interface": interface}},
+                    "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}})
+            .to_string(),
+        );
+    }
+
+    fn service_ip(&self, name: &str) -> String {
+        self.try_kubectl(
+            &[
+                "get",
+                "service",
+                name,
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ],
+            None,
+        )
+        .unwrap_or_default()
     }
 
     fn kit(&self) -> &TestKit {
@@ -437,14 +584,36 @@ impl Lab {
         );
     }
 
-    /// The agent's requests since `since`.
-    fn agent_requests(&self, since: SystemTime) -> Vec<kube_testkit::audit::AuditEntry> {
+    /// A user's requests since `since`.
+    fn requests_of(&self, user: &str, since: SystemTime) -> Vec<kube_testkit::audit::AuditEntry> {
         self.kit()
             .audit()
             .entries()
             .into_iter()
-            .filter(|e| e.user == AGENT_USER && e.time >= since)
+            .filter(|e| e.user == user && e.time >= since)
             .collect()
+    }
+}
+
+struct Operator {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- operator log ---\n{}", self.log_text());
+        }
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -522,50 +691,8 @@ fn agent_works_with_deploy_rbac_and_is_granted_exactly_what_it_uses() {
         "lease not released"
     );
 
-    let requests = lab.agent_requests(start);
-    assert!(
-        !requests.is_empty(),
-        "no request of the agent in the audit log"
-    );
-    let refused: Vec<_> = requests
-        .iter()
-        .filter(|e| e.code == 401 || e.code == 403)
-        .map(|e| format!("{} {} {}", e.code, e.verb, e.path))
-        .collect();
-    assert!(refused.is_empty(), "refused requests: {refused:#?}\n{log}");
-
-    let granted = grants(&agent_rbac());
-    // Every request of the agent is one the rules grant (resource requests only; discovery
-    // has an empty resource and is open to every authenticated user).
-    let mut used: BTreeSet<(String, String, String)> = BTreeSet::new();
-    for e in requests.iter().filter(|e| !e.resource.is_empty()) {
-        let resource = resource_of(e);
-        assert!(
-            allowed(&granted, &e.group, &resource, &e.verb, &e.namespace),
-            "the agent made a request its rules do not grant: {} {} {} in {:?}",
-            e.verb,
-            e.group,
-            resource,
-            e.namespace
-        );
-        used.insert((e.group.clone(), resource, e.verb.clone()));
-    }
-    // Every grant is used (but the documented exception, which must stay unused and granted).
-    let mut unused: Vec<(String, String, String)> = Vec::new();
-    for g in &granted {
-        let key = (g.group.clone(), g.resource.clone(), g.verb.clone());
-        if !used.contains(&key) {
-            unused.push(key);
-        }
-    }
-    let expected: Vec<(String, String, String)> = GRANTED_NOT_EXERCISED
-        .iter()
-        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
-        .collect();
-    assert_eq!(
-        unused, expected,
-        "granted but never used by the agent (used: {used:#?})"
-    );
+    let requests = lab.requests_of(AGENT_USER, start);
+    let used = check_audit(&requests, &agent_rbac(), GRANTED_NOT_EXERCISED);
     // Events went to both Services' namespaces (why events are cluster-wide, not in a Role).
     let event_namespaces: BTreeSet<&str> = requests
         .iter()
@@ -646,7 +773,7 @@ fn every_agent_rule_is_needed() {
             ),
         }
         let refused = eventually(Duration::from_secs(20), || {
-            lab.agent_requests(since).iter().any(|e| {
+            lab.requests_of(AGENT_USER, since).iter().any(|e| {
                 e.code == 403
                     && e.verb == g.verb
                     && e.group == g.group
@@ -764,32 +891,18 @@ fn dashboard_and_alerts_use_only_exported_metric_names() {
                          "serviceSelector": {"matchLabels": {"network.example.com/interface": "eno1"}}}})
         .to_string(),
     );
-    // The operator, as the administrator, in the switch namespace (it reaches the API there).
-    let operator_log = std::env::temp_dir().join(format!("{}.log", unique("l2a-operator-")));
-    let mut operator = Command::new("ip")
-        .args(["netns", "exec", &lab.switch.name])
-        .arg(l2announcer_tests::binary())
-        .args(["operator", "--kubeconfig", &lab.admin_kubeconfig])
-        .args([
-            "--metrics-addr",
-            "127.0.0.1:9471",
-            "--leader-election-namespace",
-            NS,
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&operator_log).unwrap())
-        .spawn()
-        .expect("l2announcer operator");
+    // The operator, as the administrator, in the switch namespace.
+    let operator = lab.start_operator(&lab.admin_kubeconfig.clone());
     let mut operator_metrics = String::new();
     let scraped = eventually(Duration::from_secs(20), || {
         operator_metrics = scrape(&lab.switch, 9471).unwrap_or_default();
+        // Labelled families appear with their first child (pools, status writes).
         operator_metrics.contains("l2announcer_ipam_leader 1")
             && operator_metrics.contains("l2announcer_ipam_pool_addresses_total{")
+            && operator_metrics.contains("l2announcer_ipam_status_writes_total{")
     });
-    let _ = operator.kill();
-    let _ = operator.wait();
-    let log = std::fs::read_to_string(&operator_log).unwrap_or_default();
-    let _ = std::fs::remove_file(&operator_log);
+    let log = operator.log_text();
+    drop(operator);
     assert!(
         scraped,
         "operator metrics not served or not leader:\n{operator_metrics}\n{log}"
@@ -857,4 +970,150 @@ fn regex_lite_names(text: &str) -> BTreeSet<String> {
         i = end;
     }
     out
+}
+
+/// The operator with deploy's operator RBAC: it allocates, writes pool conditions and holds
+/// its leader lease without a 403; every request is granted and every grant used.
+#[test]
+fn operator_works_with_deploy_rbac_and_is_granted_exactly_what_it_uses() {
+    let start = SystemTime::now();
+    let lab = Lab::new();
+    lab.apply(&serde_json::to_string(&l2announcer_api::ip_pool::crd().unwrap()).unwrap());
+    lab.pool("ip-pool-eno1", "192.168.3.150", "192.168.3.250", "eno1");
+    lab.plain_service("web", "eno1");
+    let operator = lab.start_operator(&lab.operator_kubeconfig.clone());
+    assert!(
+        eventually(Duration::from_secs(20), || lab
+            .service_ip("web")
+            .starts_with("192.168.3.")),
+        "no address allocated:\n{}",
+        operator.log_text()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || lab
+            .try_kubectl(
+                &[
+                    "get",
+                    "ciliumloadbalancerippool",
+                    "ip-pool-eno1",
+                    "-o",
+                    "jsonpath={.status.conditions}"
+                ],
+                None
+            )
+            .is_ok_and(|c| c.contains("cilium.io/IPsAvailable"))),
+        "no pool conditions"
+    );
+    let holder = lab
+        .try_kubectl(
+            &[
+                "-n",
+                NS,
+                "get",
+                "lease",
+                "l2announcer-operator",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        )
+        .unwrap_or_default();
+    assert_eq!(holder, "operator-1");
+    // A renewal or two.
+    std::thread::sleep(Duration::from_secs(2));
+    drop(operator);
+    let requests = lab.requests_of(OPERATOR_USER, start);
+    let used = check_audit(&requests, &operator_rbac(), &[]);
+    assert!(
+        requests
+            .iter()
+            .filter(|e| e.resource == "leases")
+            .all(|e| e.namespace == NS && (e.name.is_empty() || e.name == "l2announcer-operator")),
+        "the operator touched another lease"
+    );
+    eprintln!(
+        "rbac: {} requests by the operator, {} distinct (group, resource, verb), none refused",
+        requests.len(),
+        used.len()
+    );
+}
+
+/// With each (resource, verb) of the operator's rules taken out in turn, a request the running
+/// operator needs is refused.
+#[test]
+fn every_operator_rule_is_needed() {
+    let lab = Lab::new();
+    lab.apply(&serde_json::to_string(&l2announcer_api::ip_pool::crd().unwrap()).unwrap());
+    lab.pool("ip-pool-eno1", "192.168.3.150", "192.168.3.250", "eno1");
+    lab.plain_service("web", "eno1");
+    let operator = lab.start_operator(&lab.operator_kubeconfig.clone());
+    assert!(
+        eventually(Duration::from_secs(20), || lab
+            .service_ip("web")
+            .starts_with("192.168.3.")),
+        "no address allocated:\n{}",
+        operator.log_text()
+    );
+    let rbac = operator_rbac();
+    let granted = grants(&rbac);
+    let mut report = Vec::new();
+    for (n, g) in granted.iter().enumerate() {
+        let since = SystemTime::now();
+        lab.apply_all(&rbac_without(&rbac, g));
+        let began = Instant::now();
+        match (g.resource.as_str(), g.verb.as_str()) {
+            (_, "list") => {
+                lab.kit().faults().compact();
+                lab.kit().faults().close_watches();
+            }
+            (_, "watch") => lab.kit().faults().close_watches(),
+            ("leases", "update") => {} // renewals every retry period
+            ("leases", "create") => {
+                lab.kubectl(&["-n", NS, "delete", "lease", "l2announcer-operator"], None);
+            }
+            ("ciliumloadbalancerippools/status", "patch") => lab.pool(
+                &format!("pool{n}"),
+                &format!("10.{n}.0.1"),
+                &format!("10.{n}.0.9"),
+                &format!("net{n}"),
+            ),
+            // A Service to allocate for.
+            _ => lab.plain_service(&format!("new{n}"), "eno1"),
+        }
+        let refused = eventually(Duration::from_secs(20), || {
+            lab.requests_of(OPERATOR_USER, since).iter().any(|e| {
+                e.code == 403
+                    && e.verb == g.verb
+                    && e.group == g.group
+                    && resource_of(e) == g.resource
+            })
+        });
+        assert!(
+            refused,
+            "without {} {} {}, no request of the operator was refused:\n{}",
+            g.verb,
+            g.group,
+            g.resource,
+            operator.log_text()
+        );
+        report.push(format!(
+            "{} {}/{}: refused after {:?}",
+            g.verb,
+            g.group,
+            g.resource,
+            began.elapsed()
+        ));
+        lab.apply_all(&rbac);
+    }
+    // Restored, the operator still allocates.
+    lab.plain_service("after", "eno1");
+    assert!(
+        eventually(Duration::from_secs(30), || lab
+            .service_ip("after")
+            .starts_with("192.168.3.")),
+        "no allocation after the rules were restored:\n{}",
+        operator.log_text()
+    );
+    eprintln!("{}", report.join("\n"));
+    assert_eq!(report.len(), granted.len());
 }
