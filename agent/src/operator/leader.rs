@@ -40,6 +40,8 @@ pub struct LeaderConfig {
     pub timings: Timings,
 }
 
+// Moved one at a time through a channel: boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Input {
     Watch(Event<Lease>),
     /// The watch failed: blind until it has listed again.

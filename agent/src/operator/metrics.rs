@@ -49,12 +49,10 @@ impl IpamMetrics {
             conflicting_pools: Gauge::default(),
             services_matching: Gauge::default(),
             services_unsatisfied: Gauge::default(),
-            allocation_seconds: Histogram::new(
-                [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0].into_iter(),
-            ),
-            reconcile_seconds: Histogram::new(
-                [0.0001, 0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0].into_iter(),
-            ),
+            allocation_seconds: Histogram::new([
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            reconcile_seconds: Histogram::new([0.0001, 0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
             status_writes: Family::default(),
             writes_pending: Gauge::default(),
             retries_pending: Gauge::default(),
