@@ -603,6 +603,33 @@ fn seed_services_get_addresses_from_their_pools_and_keep_them_across_a_restart()
     );
     assert!(op.leads());
     assert_eq!(lab.lease_holder().as_deref(), Some("operator-b"));
+
+    // Widening a pool renumbers nothing: only the pool's counts change.
+    let before = lab.services();
+    lab.kit.audit().clear();
+    lab.kubectl(
+        &[
+            "patch",
+            "ciliumloadbalancerippools.cilium.io",
+            "ip-pool-eno1",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"blocks":[{"start":"192.168.3.150","stop":"192.168.3.250"},{"cidr":"192.168.30.0/24"}]}}"#,
+        ],
+        None,
+    );
+    let widened = eventually(Duration::from_secs(20), || {
+        lab.pool_conditions("ip-pool-eno1")["cilium.io/IPsTotal"].2 == "357"
+    });
+    assert!(widened, "{:?}", lab.pool_conditions("ip-pool-eno1"));
+    // Writes of the same reconcile may land a little after the pool's.
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(lab.services(), before, "widening the pool moved addresses");
+    let writes = service_status_writes(&lab.kit);
+    assert!(
+        writes.is_empty(),
+        "status writes after widening: {writes:?}"
+    );
 }
 
 #[test]
@@ -772,7 +799,25 @@ spec:
   serviceSelector:
     matchLabels:
       tier: tiny
+---
+apiVersion: cilium.io/v2
+kind: CiliumLoadBalancerIPPool
+metadata:
+  name: dual
+spec:
+  blocks:
+    - cidr: 10.30.0.0/30
+    - cidr: 2001:db8::/126
+  serviceSelector:
+    matchLabels:
+      tier: dual
 "#,
+    );
+    lab.create_service(
+        "dual",
+        json!({ "tier": "dual" }),
+        json!({}),
+        json!({ "ipFamilyPolicy": "RequireDualStack" }),
     );
     let tiny = json!({ "tier": "tiny" });
     lab.create_service("tiny-a", tiny.clone(), json!({}), json!({}));
@@ -795,7 +840,7 @@ spec:
         json!({}),
         json!({ "loadBalancerClass": "example.com/other" }),
     );
-    let _op = Operator::start(lab.kubeconfig(), "operator-a");
+    let op = Operator::start(lab.kubeconfig(), "operator-a");
 
     let reason = |s: &BTreeMap<String, SvcState>, n: &str| {
         s.get(&format!("default/{n}"))
@@ -807,6 +852,7 @@ spec:
             && reason(s, "tiny-b").as_deref() == Some("out_of_ips")
             && reason(s, "wrong-pool").as_deref() == Some("pool_selector_mismatch")
             && reason(s, "no-pool").as_deref() == Some("no_pool")
+            && reason(s, "dual").as_deref() == Some("satisfied")
     });
     let s = lab.services();
     assert_eq!(
@@ -824,6 +870,16 @@ spec:
         },
         "a foreign class is left alone"
     );
+    let dual = &s["default/dual"].ips;
+    assert_eq!(dual.len(), 2, "dual stack: {dual:?}");
+    assert!(
+        dual.contains(&"10.30.0.0".parse::<IpAddr>().unwrap()),
+        "{dual:?}"
+    );
+    assert!(
+        dual.contains(&"2001:db8::".parse::<IpAddr>().unwrap()),
+        "{dual:?}"
+    );
     let (_, _, message) = s["default/tiny-b"].condition.clone().unwrap();
     assert!(message.contains("ran out"), "{message}");
 
@@ -838,6 +894,7 @@ spec:
         lab.pool_conditions("ip-pool-eno1")["cilium.io/PoolConflict"].0,
         "False"
     );
+    assert_eq!(op.metric("l2announcer_ipam_conflicting_pools"), Some(1.0));
     let tiny_pool = lab.pool_conditions("tiny");
     assert_eq!(tiny_pool["cilium.io/IPsAvailable"].2, "0");
 
@@ -895,6 +952,7 @@ spec:
         c["cilium.io/PoolConflict"].0 == "False" && c["cilium.io/PoolConflict"].1 == "resolved"
     });
     assert!(resolved, "{:?}", lab.pool_conditions("ip-pool-eno1-copy"));
+    assert_eq!(op.metric("l2announcer_ipam_conflicting_pools"), Some(0.0));
 }
 
 #[test]
