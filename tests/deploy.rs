@@ -1111,3 +1111,75 @@ fn dockerfile_matches_setup_and_the_binary_embeds_its_xdp_program() {
         l2announcer_tests::binary().display()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// deploy/README.md
+
+/// The `kubectl` commands of deploy/README.md run, in order, against the API test kit; its
+/// `helm install` commands name the chart and only values the chart has.
+#[test]
+fn readme_commands_run_against_the_test_kit() {
+    let readme = std::fs::read_to_string(deploy().join("README.md")).unwrap();
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    for line in readme.lines() {
+        match line.trim() {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            l if in_sh && !l.is_empty() && !l.starts_with('#') => commands.push(l.to_owned()),
+            _ => {}
+        }
+    }
+    let kit = TestKit::spawn_blocking().expect("test kit");
+    let kubeconfig = kit.kubeconfig_path().to_owned();
+    let k = Kubectl { kubeconfig };
+    let values: Value = file_docs(&chart_path("values.yaml")).remove(0);
+    let (mut kubectl_runs, mut helm_checks) = (0, 0);
+    for command in &commands {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        match words[0] {
+            "kubectl" => {
+                let out = Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(&k.kubeconfig)
+                    .args(&words[1..])
+                    .current_dir(root())
+                    .env("KUBECACHEDIR", k.kubeconfig.parent().unwrap().join("cache"))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "README: `{command}`: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                kubectl_runs += 1;
+            }
+            "helm" => {
+                assert_eq!(words[1], "install", "{command}");
+                assert!(
+                    root().join(words[3]).join("Chart.yaml").exists(),
+                    "{command}"
+                );
+                for (i, w) in words.iter().enumerate() {
+                    if *w == "--set" {
+                        let (key, _) = words[i + 1].split_once('=').unwrap();
+                        let found = key.split('.').try_fold(&values, |v, part| v.get(part));
+                        assert!(
+                            found.is_some(),
+                            "README: `{command}`: no value {key} in the chart"
+                        );
+                    }
+                }
+                helm_checks += 1;
+            }
+            other => panic!("README: unexpected command {other}: add it to this test"),
+        }
+    }
+    assert!(
+        kubectl_runs >= 10 && helm_checks == 2,
+        "{kubectl_runs} kubectl, {helm_checks} helm"
+    );
+    // The seed's objects went in, with the workloads.
+    k.ok(&["get", "ciliuml2announcementpolicy", "l2-policy-eno2"]);
+    k.ok(&["-n", "l2announcer", "get", "daemonset", "l2announcer-agent"]);
+}

@@ -683,8 +683,19 @@ fn agent_works_with_deploy_rbac_and_is_granted_exactly_what_it_uses() {
         "lease of 192.168.3.151 not deleted"
     );
     // Graceful stop: the lease is handed back (holder cleared).
+    let stopping = Instant::now();
     let (ok, log) = lab.agent.take().unwrap().stop_with_log();
+    let stop_time = stopping.elapsed();
     assert!(ok, "agent did not exit cleanly:\n{log}");
+    // Well within the DaemonSet's grace period, release included.
+    let ds = yaml_docs(&deploy_dir().join("kustomize/base/agent/daemonset.yaml"));
+    let grace = ds[0]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        stop_time < Duration::from_secs(grace) / 3,
+        "SIGTERM to exit took {stop_time:?}, grace period {grace}s"
+    );
     assert_eq!(
         lab.lease_holder(VIP).as_deref(),
         Some(""),
@@ -711,7 +722,8 @@ fn agent_works_with_deploy_rbac_and_is_granted_exactly_what_it_uses() {
             .all(|e| e.namespace == NS)
     );
     eprintln!(
-        "rbac: {} requests by the agent, {} distinct (group, resource, verb), none refused",
+        "rbac: {} requests by the agent, {} distinct (group, resource, verb), none refused; \
+         SIGTERM to exit (leases released) in {stop_time:?}",
         requests.len(),
         used.len()
     );
