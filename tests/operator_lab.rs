@@ -771,6 +771,48 @@ fn an_api_outage_stops_the_leader_writing_and_it_resumes_without_moving_anything
 }
 
 #[test]
+fn failed_writes_are_retried_until_every_service_is_served() {
+    let lab = Lab::new();
+    lab.apply(SEED_POOLS);
+    for i in 0..30 {
+        lab.create_service(
+            &format!("svc-{i:02}"),
+            json!({ "network.example.com/interface": if i % 2 == 0 { "eno1" } else { "eno2" } }),
+            json!({}),
+            json!({}),
+        );
+    }
+    // One request in five fails with a 500 (not retried by the client): status writes
+    // fail, and so may lease renewals (leadership may come and go).
+    lab.kit.faults().errors(500, 0.2);
+    let op = Operator::start(lab.kubeconfig(), "operator-a");
+    let took = lab.wait_services(
+        "30 services satisfied despite errors",
+        Duration::from_secs(60),
+        |s| s.len() == 30 && s.values().all(is_satisfied),
+    );
+    lab.kit.faults().clear();
+    let text = op.metrics_text();
+    let failed = metric(
+        &text,
+        "l2announcer_ipam_status_writes_total{kind=\"service\",outcome=\"error\"}",
+    )
+    .unwrap_or(0.0);
+    println!(
+        "errors: 30 services satisfied in {took:?} with 20% of requests failing ({failed} failed service writes retried)"
+    );
+    assert!(
+        failed > 0.0,
+        "no write failed, the retry path was not exercised:\n{text}"
+    );
+    let s = lab.services();
+    let mut ips: Vec<&IpAddr> = s.values().flat_map(|s| &s.ips).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 30, "an address was given twice: {s:#?}");
+}
+
+#[test]
 fn conflicts_exhaustion_and_selector_mismatch_show_cilium_conditions() {
     let lab = Lab::new();
     lab.apply(SEED_POOLS);
