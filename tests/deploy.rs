@@ -101,6 +101,16 @@ fn typed_check(docs: &[Value], what: &str) -> BTreeMap<String, Vec<Value>> {
             "DaemonSet" => drop(round_trip::<DaemonSet>(doc, &what)),
             "Deployment" => drop(round_trip::<Deployment>(doc, &what)),
             "CustomResourceDefinition" => drop(round_trip::<CustomResourceDefinition>(doc, &what)),
+            "CiliumL2AnnouncementPolicy" => drop(
+                serde_json::from_value::<l2announcer_api::CiliumL2AnnouncementPolicy>(doc.clone())
+                    .unwrap_or_else(|e| panic!("{what}: {e}")),
+            ),
+            "CiliumLoadBalancerIPPool" => drop(
+                serde_json::from_value::<
+                    l2announcer_api::ip_pool::v2alpha1::CiliumLoadBalancerIPPool,
+                >(doc.clone())
+                .unwrap_or_else(|e| panic!("{what}: {e}")),
+            ),
             // Prometheus Operator kinds have no k8s-openapi type: checked in their own tests.
             "ServiceMonitor" | "PrometheusRule" => {}
             other => panic!("{what}: unexpected kind {other}"),
@@ -1182,4 +1192,64 @@ fn readme_commands_run_against_the_test_kit() {
     // The seed's objects went in, with the workloads.
     k.ok(&["get", "ciliuml2announcementpolicy", "l2-policy-eno2"]);
     k.ok(&["-n", "l2announcer", "get", "daemonset", "l2announcer-agent"]);
+}
+
+/// `l2announcements.interfaces` with the seed's values gives the seed's policies and pools
+/// (but for the managed-by label, Helm instead of terraform), and they are created.
+#[test]
+fn helm_chart_creates_the_seeds_objects_from_interfaces() {
+    let kit = TestKit::spawn_blocking().expect("test kit");
+    let kubeconfig = kit.kubeconfig_path().to_owned();
+    let k = Kubectl {
+        kubeconfig: kubeconfig.clone(),
+    };
+    let values = serde_json::json!({
+        "operator": {"enabled": false},
+        "l2announcements": {"interfaces": {
+            "eno1": {"networkType": "internal",
+                     "ipRange": {"start": "192.168.3.150", "stop": "192.168.3.250"},
+                     "nodeSelector": {}},
+            "eno2": {"interfaceName": "eno2", "networkType": "public-api",
+                     "ipRange": {"start": "192.168.4.150", "stop": "192.168.4.250"},
+                     "nodeSelector": {"node.kubernetes.io/control-plane": ""}}
+        }}
+    });
+    let chart = chart();
+    let release = HelmRelease::install(
+        chart.to_str().unwrap(),
+        kubeconfig.to_str().unwrap(),
+        "l2announcer",
+        "l2announcer",
+        &values,
+    );
+    let docs = release.manifest();
+    typed_check(&docs, "helm manifest (interfaces)");
+    let key = |o: &Value| {
+        (
+            o["kind"].as_str().unwrap().to_owned(),
+            o["metadata"]["name"].as_str().unwrap().to_owned(),
+        )
+    };
+    let made: BTreeMap<(String, String), Value> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str().unwrap().starts_with("Cilium"))
+        .map(|d| {
+            let mut d = d.clone();
+            assert_eq!(
+                d["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+                "Helm"
+            );
+            d["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "terraform".into();
+            (key(&d), d)
+        })
+        .collect();
+    let expected: BTreeMap<(String, String), Value> =
+        file_docs(&deploy().join("tests/seed-objects.yaml"))
+            .into_iter()
+            .map(|o| (key(&o), o))
+            .collect();
+    assert_eq!(made, expected);
+    for (kind, name) in made.keys() {
+        k.ok(&["get", &kind.to_lowercase(), name]);
+    }
 }
