@@ -216,11 +216,12 @@ mod tests {
 
     #[test]
     fn strings_are_quoted_and_nesting_is_kept() {
+        // Keys that YAML 1.1 reads as booleans ("n") are quoted too.
         let v = json!({"a": {"enum": ["Yes", "No"], "n": 1, "list": [{"x": "y", "z": [1]}, []]}});
         let y = to_yaml(&v);
         assert_eq!(
             y,
-            "a:\n  enum:\n  - \"Yes\"\n  - \"No\"\n  list:\n  - x: \"y\"\n    z:\n    - 1\n  - []\n  n: 1\n"
+            "a:\n  enum:\n  - \"Yes\"\n  - \"No\"\n  list:\n  - x: \"y\"\n    z:\n    - 1\n  - []\n  \"n\": 1\n"
         );
     }
 }
