@@ -66,6 +66,12 @@ enum Input {
     Event(Event),
     /// A watch has (re)listed everything.
     Listed(Kind),
+    /// Fresh lists read after this replica became the leader (term `term`).
+    Snapshot {
+        term: u64,
+        services: Vec<Service>,
+        pools: Vec<CiliumLoadBalancerIPPool>,
+    },
 }
 
 /// What a status write is for (also the key of its retry).
@@ -276,13 +282,55 @@ fn pool_event(pool: &CiliumLoadBalancerIPPool, deleted: bool) -> Event {
     }
 }
 
+/// Lists every Service and pool afresh (retrying while this replica leads) and sends them
+/// as the snapshot of leadership term `term`.
+async fn read_snapshot(
+    client: Client,
+    term: u64,
+    leading: watch::Receiver<bool>,
+    tx: mpsc::Sender<Input>,
+) {
+    let services: Api<Service> = Api::all(client.clone());
+    let pools: Api<CiliumLoadBalancerIPPool> = Api::all(client);
+    let params = kube::api::ListParams::default();
+    loop {
+        let lists = futures::future::try_join(services.list(&params), pools.list(&params)).await;
+        match lists {
+            Ok((services, pools)) => {
+                let _ = tx
+                    .send(Input::Snapshot {
+                        term,
+                        services: services.items,
+                        pools: pools.items,
+                    })
+                    .await;
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "listing after winning the lease; retrying");
+                if !*leading.borrow() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 /// The LB-IPAM controller; [`Controller::run`] it.
 pub struct Controller {
     config: IpamConfig,
     stores: (Store<Service>, Store<CiliumLoadBalancerIPPool>),
     inputs: mpsc::Receiver<Input>,
-    listed: BTreeSet<Kind>,
+    inputs_tx: mpsc::Sender<Input>,
+    /// When each watch last finished a full list.
+    listed: BTreeMap<Kind, Instant>,
     leading: watch::Receiver<bool>,
+    /// Leadership terms of this replica, and since when the current one lasts.
+    term: u64,
+    leading_since: Option<Instant>,
+    /// Fresh lists are being read for this term.
+    snapshot_pending: Option<u64>,
     writer: Writer,
     allocator: Option<Allocator>,
     /// Writes decided but not started yet.
@@ -316,7 +364,12 @@ impl Controller {
             service_event,
             tx.clone(),
         );
-        let pools = spawn_watch(Api::all(client.clone()), Kind::Pools, pool_event, tx);
+        let pools = spawn_watch(
+            Api::all(client.clone()),
+            Kind::Pools,
+            pool_event,
+            tx.clone(),
+        );
         let writer = Writer {
             client,
             services: services.clone(),
@@ -327,8 +380,12 @@ impl Controller {
             config,
             stores: (services, pools),
             inputs: rx,
-            listed: BTreeSet::new(),
+            inputs_tx: tx,
+            listed: BTreeMap::new(),
             leading,
+            term: 0,
+            leading_since: None,
+            snapshot_pending: None,
             writer,
             allocator: None,
             queue: VecDeque::new(),
@@ -395,6 +452,8 @@ impl Controller {
         let leading = *self.leading.borrow_and_update();
         if leading {
             self.metrics.leader.set(1);
+            self.term += 1;
+            self.leading_since = Some(Instant::now());
             self.start_leading();
         } else {
             self.metrics.leader.set(0);
@@ -410,29 +469,62 @@ impl Controller {
         }
     }
 
-    /// Builds the allocator from complete caches, once both watches have listed and this
-    /// replica leads; nothing is written before that first reconcile.
+    /// Builds the allocator from complete lists once this replica leads and both watches
+    /// have listed; nothing is written before that first reconcile. The caches serve when
+    /// both lists finished after the lease was won; otherwise (a standby taking over) they
+    /// may lag behind the last writes of the previous leader, so fresh lists are read first:
+    /// building from a stale view could hand out an address that leader had just assigned.
     fn start_leading(&mut self) {
         if self.allocator.is_some() || !*self.leading.borrow() || self.listed.len() < 2 {
             return;
         }
+        let fresh = self
+            .leading_since
+            .is_some_and(|since| self.listed.values().all(|at| *at >= since));
+        if fresh {
+            let pools = self.stores.1.state();
+            let services = self.stores.0.state();
+            self.build(
+                pools.iter().map(|p| p.as_ref()),
+                services.iter().map(|s| s.as_ref()),
+                "caches",
+            );
+        } else if self.snapshot_pending != Some(self.term) {
+            self.snapshot_pending = Some(self.term);
+            tokio::spawn(read_snapshot(
+                self.writer.client.clone(),
+                self.term,
+                self.leading.clone(),
+                self.inputs_tx.clone(),
+            ));
+        }
+    }
+
+    fn build<'a>(
+        &mut self,
+        pools: impl Iterator<Item = &'a CiliumLoadBalancerIPPool>,
+        services: impl Iterator<Item = &'a Service>,
+        from: &str,
+    ) {
         let started = Instant::now();
         let mut allocator = Allocator::new(self.config.clone());
-        let pools = self.stores.1.state();
-        let services = self.stores.0.state();
-        for pool in &pools {
+        let (mut pool_count, mut service_count) = (0, 0);
+        for pool in pools {
             allocator.apply(pool_event(pool, false));
+            pool_count += 1;
         }
-        for svc in &services {
+        for svc in services {
             allocator.apply(service_event(svc, false));
             self.changed_since.insert(
                 ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any()),
                 started,
             );
+            service_count += 1;
         }
         info!(
-            pools = pools.len(),
-            services = services.len(),
+            pools = pool_count,
+            services = service_count,
+            from,
             "leading: allocator built from the full lists"
         );
         self.allocator = Some(allocator);
@@ -442,8 +534,18 @@ impl Controller {
 
     fn handle(&mut self, input: Input) {
         match input {
+            Input::Snapshot {
+                term,
+                services,
+                pools,
+            } => {
+                let current = term == self.term && *self.leading.borrow();
+                if current && self.allocator.is_none() {
+                    self.build(pools.iter(), services.iter(), "fresh lists");
+                }
+            }
             Input::Listed(kind) => {
-                self.listed.insert(kind);
+                self.listed.insert(kind, Instant::now());
                 if self.listed.len() == 2 {
                     self.health.set_ready(true);
                 }
