@@ -761,6 +761,18 @@ impl HelmRelease {
         yaml_docs(text, "helm manifest")
     }
 
+    /// `helm upgrade` to `values`; returns the new release.
+    fn upgrade(&mut self, values: &Value) -> Value {
+        use std::io::{BufRead as _, Write as _};
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "upgrade {values}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert!(!line.trim().is_empty(), "helm upgrade failed (see stderr)");
+        serde_json::from_str(&line).unwrap()
+    }
+
     fn uninstall(mut self) -> Value {
         use std::io::{BufRead as _, Write as _};
         let mut stdin = self.child.stdin.take().unwrap();
@@ -925,7 +937,45 @@ fn helm_chart_installs_into_the_test_kit() {
     k.ok(&["-n", "edge", "get", "servicemonitor", "lab-agent"]);
     k.ok(&["-n", "edge", "get", "prometheusrule", "lab"]);
 
-    // 3. Uninstall removes the release's objects.
+    // 3. Upgrade with other lease timings and without the operator: the DaemonSet in the API
+    //    changes, the operator's objects go.
+    let mut release = release;
+    let upgraded = release.upgrade(&serde_json::json!({
+        "operator": {"enabled": false},
+        "l2announcements": {"leaseDuration": "20s"}
+    }));
+    assert_eq!(upgraded["version"], 2, "{upgraded}");
+    let ds: Value = serde_json::from_str(&k.ok(&[
+        "-n",
+        "l2announcer",
+        "get",
+        "daemonset",
+        "l2announcer-agent",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let args = &ds["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--lease-duration=20s"),
+        "{args}"
+    );
+    let gone = k.run(&[
+        "-n",
+        "l2announcer",
+        "get",
+        "deployment",
+        "l2announcer-operator",
+    ]);
+    assert!(
+        gone.is_err_and(|e| e.contains("NotFound")),
+        "operator left after upgrade"
+    );
+
+    // 4. Uninstall removes the release's objects.
     release.uninstall();
     let gone = k.run(&["-n", "l2announcer", "get", "daemonset", "l2announcer-agent"]);
     assert!(

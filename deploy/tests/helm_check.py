@@ -5,9 +5,10 @@
         prints Helm's lint result as JSON.
     helm_check.py install CHART KUBECONFIG NAMESPACE RELEASE VALUES_JSON
         installs the chart (create-namespace, no wait: the API test kit runs no pods), prints
-        the release (with its rendered "manifest") as one JSON line, then waits for a line on
-        standard input: "uninstall" uninstalls the release and prints the result as another
-        JSON line; end of input leaves it installed.
+        the release (with its rendered "manifest") as one JSON line, then reads requests on
+        standard input, one a line, each answered with one JSON line: "upgrade VALUES_JSON"
+        upgrades the release to those values, "uninstall" uninstalls it and ends; end of
+        input leaves it installed.
 
 The release is kept by Helm's "memory" storage driver (HELM_DRIVER=memory, one process):
 Helm writes its release Secrets with protobuf, which the API test kit does not speak (it
@@ -47,10 +48,21 @@ def main():
             )
         )
         print(json.dumps(result), flush=True)
-        line = sys.stdin.readline().strip()
-        if line == "uninstall":
-            result = asyncio.run(helm.Uninstall(config).run(release, wait=False, timeout=120))
+        for line in sys.stdin:
+            verb, _, arg = line.strip().partition(" ")
+            if verb == "upgrade":
+                result = asyncio.run(
+                    helm.Upgrade(config).run(
+                        release, chart, values=json.loads(arg), wait=False, timeout=120
+                    )
+                )
+            elif verb == "uninstall":
+                result = asyncio.run(helm.Uninstall(config).run(release, wait=False, timeout=120))
+            else:
+                sys.exit(f"unknown request {verb}")
             print(json.dumps(result), flush=True)
+            if verb == "uninstall":
+                break
     else:
         sys.exit(f"unknown command {cmd}")
 
