@@ -36,6 +36,14 @@ fn deploy() -> PathBuf {
     root().join("deploy")
 }
 
+/// The seed's two policies and two pools: the project's one copy, tests/fixtures/seed/.
+fn seed_fixture() -> Vec<Value> {
+    ["policies.yaml", "pools.yaml"]
+        .iter()
+        .flat_map(|f| file_docs(&root().join("tests/fixtures/seed").join(f)))
+        .collect()
+}
+
 /// The YAML documents of a text, as JSON values (empty documents dropped).
 fn yaml_docs(text: &str, what: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(text)
@@ -537,9 +545,15 @@ fn all_in_one_manifest_applies_into_the_test_kit() {
     assert_eq!(ds["spec"]["template"]["spec"]["hostNetwork"], true);
     kubectl(&["get", "ciliuml2announcementpolicies"]);
     kubectl(&["get", "ciliumloadbalancerippools.cilium.io"]);
-    // And the seed's policy and pool validate against the installed CRDs.
-    let seed = deploy().join("tests/seed-objects.yaml");
-    let out = kubectl(&["apply", "-f", seed.to_str().unwrap()]);
+    // And the seed's policies and pools validate against the installed CRDs.
+    let fixtures = root().join("tests/fixtures/seed");
+    let out = kubectl(&[
+        "apply",
+        "-f",
+        fixtures.join("policies.yaml").to_str().unwrap(),
+        "-f",
+        fixtures.join("pools.yaml").to_str().unwrap(),
+    ]);
     assert_eq!(
         out.lines().filter(|l| l.ends_with(" created")).count(),
         4,
@@ -1025,19 +1039,18 @@ fn terraform_module_creates_exactly_the_seeds_objects() {
     };
     let module = objects("module");
     let seed_objects = objects("seed");
-    let expected: BTreeMap<(String, String), Value> =
-        file_docs(&deploy().join("tests/seed-objects.yaml"))
-            .into_iter()
-            .map(|o| {
+    let expected: BTreeMap<(String, String), Value> = seed_fixture()
+        .into_iter()
+        .map(|o| {
+            (
                 (
-                    (
-                        o["kind"].as_str().unwrap().to_owned(),
-                        o["metadata"]["name"].as_str().unwrap().to_owned(),
-                    ),
-                    o,
-                )
-            })
-            .collect();
+                    o["kind"].as_str().unwrap().to_owned(),
+                    o["metadata"]["name"].as_str().unwrap().to_owned(),
+                ),
+                o,
+            )
+        })
+        .collect();
     assert_eq!(module.len(), 4, "{:?}", module.keys());
     assert_eq!(
         module, seed_objects,
@@ -1045,7 +1058,7 @@ fn terraform_module_creates_exactly_the_seeds_objects() {
     );
     assert_eq!(
         module, expected,
-        "the module's objects differ from deploy/tests/seed-objects.yaml"
+        "the module's objects differ from tests/fixtures/seed/"
     );
     // The objects are valid Cilium objects for the project's types.
     for ((kind, name), o) in &module {
@@ -1301,10 +1314,7 @@ fn helm_chart_creates_the_seeds_objects_from_interfaces() {
         })
         .collect();
     let expected: BTreeMap<(String, String), Value> =
-        file_docs(&deploy().join("tests/seed-objects.yaml"))
-            .into_iter()
-            .map(|o| (key(&o), o))
-            .collect();
+        seed_fixture().into_iter().map(|o| (key(&o), o)).collect();
     assert_eq!(made, expected);
     for (kind, name) in made.keys() {
         k.ok(&["get", &kind.to_lowercase(), name]);
