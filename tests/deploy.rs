@@ -481,26 +481,50 @@ fn operator_deployment_is_highly_available() {
 /// The DaemonSet's arguments and environment are accepted by the binary's parser: it gets past
 /// argument parsing (clap exits 2 on a usage error) and fails later, on the missing kubeconfig.
 #[test]
-fn daemonset_args_are_accepted_by_the_binary() {
+fn workload_args_are_accepted_by_the_binary() {
     let ds = agent_daemonset();
     let pod = ds.spec.unwrap().template.spec.unwrap();
-    let c = container(&pod, "agent");
+    assert_args_accepted(container(&pod, "agent").args.as_ref().unwrap());
+    let docs = file_docs(&deploy().join("manifests/default.yaml"));
+    let d: Deployment = serde_json::from_value(
+        docs.iter()
+            .find(|d| d["kind"] == "Deployment")
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    assert_args_accepted(container(&pod, "operator").args.as_ref().unwrap());
+}
+
+/// Runs the binary with a workload's arguments and its downward-API environment: it must get
+/// past argument parsing (clap exits 2 on a usage error) and fail later, on the missing
+/// kubeconfig (read before anything touches the network or loads BPF).
+fn assert_args_accepted(args: &[String]) {
     let out = Command::new(l2announcer_tests::binary())
-        .args(c.args.as_ref().unwrap())
+        .args(args)
         .env("NODE_NAME", "node-1")
         .env("POD_NAMESPACE", "l2announcer")
+        .env("POD_NAME", "operator-1")
         .env("KUBECONFIG", "/nonexistent/kubeconfig")
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())
         .output()
         .expect("l2announcer");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(2), "usage error: {stderr}");
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "{args:?}: usage error: {stderr}"
+    );
     assert!(
         !out.status.success(),
-        "it ran without a kubeconfig? {stderr}"
+        "{args:?}: ran without a kubeconfig? {stderr}"
     );
-    assert!(stderr.to_lowercase().contains("kubeconfig"), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("kubeconfig"),
+        "{args:?}: {stderr}"
+    );
 }
 
 #[test]
@@ -847,6 +871,17 @@ fn helm_chart_installs_into_the_test_kit() {
         !by_kind.contains_key("ServiceMonitor"),
         "ServiceMonitor is off by default"
     );
+    for (kind, container) in [("DaemonSet", "agent"), ("Deployment", "operator")] {
+        let c = by_kind[kind][0]["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == container)
+            .unwrap()
+            .clone();
+        let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
+        assert_args_accepted(&args);
+    }
     // The chart's RBAC is the one the RBAC lab proves.
     let kustomize = file_docs(&deploy().join("manifests/default.yaml"));
     for (kind, name) in [
@@ -931,6 +966,7 @@ fn helm_chart_installs_into_the_test_kit() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
+    assert_args_accepted(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
     for a in [
         "--lease-duration=30s",
         "--lease-renew-deadline=10s",
