@@ -654,3 +654,20 @@ fn an_ipv6_vip_is_answered_by_one_node_with_ndp() {
         Some(c.nodes[holder].name.clone())
     );
 }
+
+#[test]
+fn a_deleted_service_stops_being_answered_and_its_lease_is_deleted() {
+    let c = seeded_cluster();
+    c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
+    assert!(c.lease_holder(INTERNAL_VIP).is_some());
+    c.kubectl(&["delete", "service", "api-internal"], None);
+    wait_answer_is(&c, INTERNAL_VIP, None);
+    let lease = format!("l2announcer-v4-{INTERNAL_VIP}");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            !c.kubectl(&["-n", "kube-system", "get", "leases", "-o", "name"], None)
+                .contains(&lease)
+        }),
+        "the released lease is deleted without waiting for another change"
+    );
+}

@@ -133,6 +133,8 @@ pub struct Controller {
     links_seen: BTreeSet<String>,
     groups: watch::Sender<Vec<Group>>,
     announced: BTreeMap<IpAddr, Vec<String>>,
+    /// Every address some Service wants announced somewhere (from the last selection).
+    all_wanted: BTreeSet<IpAddr>,
 }
 
 fn spawn_watch<K>(api: Api<K>, config: watcher::Config, tx: mpsc::Sender<Input>) -> Store<K>
@@ -271,6 +273,7 @@ impl Controller {
             links_seen: BTreeSet::new(),
             groups,
             announced: BTreeMap::new(),
+            all_wanted: BTreeSet::new(),
         }
     }
 
@@ -434,6 +437,13 @@ impl Controller {
         let held_before = t.election.holds();
         let acquired = matches!(write, Write::Create | Write::Acquire { .. })
             && matches!(result, WriteResult::Ok(_));
+        // Released because no Service wants the address any more: delete the lease now.
+        let delete_after_release = match (&write, &result) {
+            (Write::Release { .. }, WriteResult::Ok(record)) if !self.all_wanted.contains(&ip) => {
+                Some((t.lease_name.clone(), record.resource_version.clone()))
+            }
+            _ => None,
+        };
         if let Write::Renew { .. } = write {
             self.metrics.renew_seconds.observe(took.as_secs_f64());
             if !matches!(result, WriteResult::Ok(_)) {
@@ -442,6 +452,7 @@ impl Controller {
         }
         t.election.written(&write, result, now);
         t.wake_at = Some(now);
+
         if acquired {
             self.metrics.acquisitions.inc();
             if let Some(latency) = t.election.take_takeover_latency(now) {
@@ -456,6 +467,9 @@ impl Controller {
         if acquired {
             let services = t.candidacy.services.clone();
             self.report_takeover(ip, services);
+        }
+        if let Some((name, rv)) = delete_after_release {
+            self.delete_lease(name, rv);
         }
     }
 
@@ -504,6 +518,7 @@ impl Controller {
         self.metrics.set_no_eligible(&selection, &eligible);
         self.update_policy_conditions(&policies);
         self.collect_garbage(&all_wanted);
+        self.all_wanted = all_wanted;
         self.set_candidacies(candidacies, now);
     }
 
@@ -675,17 +690,21 @@ impl Controller {
             if record.holder.is_some() && record.holder.as_deref() != Some(&self.config.node_name) {
                 continue;
             }
-            let writer = self.writer.clone();
-            let name = lease.name_any();
-            let metrics = self.metrics.clone();
-            tokio::spawn(async move {
-                let result = writer.delete(&name, &record.resource_version).await;
-                metrics.api_request("delete", result_outcome(&result));
-                if result.is_ok() {
-                    info!(lease = %name, "deleted a lease no Service needs");
-                }
-            });
+            self.delete_lease(lease.name_any(), record.resource_version);
         }
+    }
+
+    /// Deletes a lease no Service needs, if it is still as last seen.
+    fn delete_lease(&self, name: String, resource_version: String) {
+        let writer = self.writer.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let result = writer.delete(&name, &resource_version).await;
+            metrics.api_request("delete", result_outcome(&result));
+            if result.is_ok() {
+                info!(lease = %name, "deleted a lease no Service needs");
+            }
+        });
     }
 
     /// Writes the policies' conditions where they differ from what they should be. Every
