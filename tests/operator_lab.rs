@@ -1108,6 +1108,11 @@ fn cold_start_10000_services() {
         rss / 1024,
         peak / 1024,
     );
+    for line in op.log_text().lines() {
+        if line.contains("allocator built") || line.contains("reconciled") {
+            println!("bench: cold start log: {line}");
+        }
+    }
     let services = lab.services();
     let satisfied = services.values().filter(|s| is_satisfied(s)).count();
     assert_eq!(satisfied, n, "satisfied services");
@@ -1131,5 +1136,10 @@ fn cold_start_10000_services() {
         peak / 1024,
     );
     let _ = settled;
+    for line in op.log_text().lines() {
+        if line.contains("allocator built") || line.contains("reconciled") {
+            println!("bench: restart log: {line}");
+        }
+    }
     assert_eq!(lab.services(), services, "the restart moved addresses");
 }

@@ -66,11 +66,11 @@ enum Input {
     Event(Event),
     /// A watch has (re)listed everything.
     Listed(Kind),
-    /// Fresh lists read after this replica became the leader (term `term`).
+    /// Fresh lists read after this replica became the leader (term `term`), as allocator
+    /// events: every pool, then every Service.
     Snapshot {
         term: u64,
-        services: Vec<Service>,
-        pools: Vec<CiliumLoadBalancerIPPool>,
+        events: Vec<Event>,
     },
 }
 
@@ -282,7 +282,28 @@ fn pool_event(pool: &CiliumLoadBalancerIPPool, deleted: bool) -> Event {
     }
 }
 
-/// Lists every Service and pool afresh (retrying while this replica leads) and sends them
+/// Every object of a kind, read page by page and converted at once (a full page of
+/// Services weighs far more than what the allocator keeps of it).
+async fn list_all<K>(
+    api: &Api<K>,
+    convert: fn(&K, bool) -> Event,
+) -> Result<Vec<Event>, kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = kube::api::ListParams::default().limit(500);
+    let mut out = Vec::new();
+    loop {
+        let page = api.list(&params).await?;
+        out.extend(page.items.iter().map(|o| convert(o, false)));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Lists every pool and Service afresh (retrying while this replica leads) and sends them
 /// as the snapshot of leadership term `term`.
 async fn read_snapshot(
     client: Client,
@@ -292,18 +313,16 @@ async fn read_snapshot(
 ) {
     let services: Api<Service> = Api::all(client.clone());
     let pools: Api<CiliumLoadBalancerIPPool> = Api::all(client);
-    let params = kube::api::ListParams::default();
     loop {
-        let lists = futures::future::try_join(services.list(&params), pools.list(&params)).await;
+        let lists = futures::future::try_join(
+            list_all(&pools, pool_event),
+            list_all(&services, service_event),
+        )
+        .await;
         match lists {
-            Ok((services, pools)) => {
-                let _ = tx
-                    .send(Input::Snapshot {
-                        term,
-                        services: services.items,
-                        pools: pools.items,
-                    })
-                    .await;
+            Ok((mut events, services)) => {
+                events.extend(services);
+                let _ = tx.send(Input::Snapshot { term, events }).await;
                 return;
             }
             Err(e) => {
@@ -484,11 +503,11 @@ impl Controller {
         if fresh {
             let pools = self.stores.1.state();
             let services = self.stores.0.state();
-            self.build(
-                pools.iter().map(|p| p.as_ref()),
-                services.iter().map(|s| s.as_ref()),
-                "caches",
-            );
+            let events = pools
+                .iter()
+                .map(|p| pool_event(p, false))
+                .chain(services.iter().map(|s| service_event(s, false)));
+            self.build(events, "caches");
         } else if self.snapshot_pending != Some(self.term) {
             self.snapshot_pending = Some(self.term);
             tokio::spawn(read_snapshot(
@@ -500,26 +519,20 @@ impl Controller {
         }
     }
 
-    fn build<'a>(
-        &mut self,
-        pools: impl Iterator<Item = &'a CiliumLoadBalancerIPPool>,
-        services: impl Iterator<Item = &'a Service>,
-        from: &str,
-    ) {
+    /// A new allocator from complete lists (`events`: every pool and every Service).
+    fn build(&mut self, events: impl Iterator<Item = Event>, from: &str) {
         let started = Instant::now();
         let mut allocator = Allocator::new(self.config.clone());
         let (mut pool_count, mut service_count) = (0, 0);
-        for pool in pools {
-            allocator.apply(pool_event(pool, false));
-            pool_count += 1;
-        }
-        for svc in services {
-            allocator.apply(service_event(svc, false));
-            self.changed_since.insert(
-                ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any()),
-                started,
-            );
-            service_count += 1;
+        for event in events {
+            match &event {
+                Event::ServiceUpserted(svc) => {
+                    self.changed_since.insert(svc.key.clone(), started);
+                    service_count += 1;
+                }
+                _ => pool_count += 1,
+            }
+            allocator.apply(event);
         }
         info!(
             pools = pool_count,
@@ -534,14 +547,10 @@ impl Controller {
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Snapshot {
-                term,
-                services,
-                pools,
-            } => {
+            Input::Snapshot { term, events } => {
                 let current = term == self.term && *self.leading.borrow();
                 if current && self.allocator.is_none() {
-                    self.build(pools.iter(), services.iter(), "fresh lists");
+                    self.build(events.into_iter(), "fresh lists");
                 }
             }
             Input::Listed(kind) => {
