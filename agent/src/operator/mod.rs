@@ -34,7 +34,8 @@ pub struct Config {
 
 /// Runs the operator until `shutdown` resolves: the controller stops writing first, then
 /// the Lease is released so that a standby takes over at once. `client` serves watches and
-/// status writes, `lease_client` only the Lease, so renewals never queue behind writes.
+/// status writes, `lease_client` only the Lease (its watch and writes), so renewals never
+/// queue behind status writes or large lists.
 pub async fn run(
     config: Config,
     client: Client,
@@ -45,9 +46,11 @@ pub async fn run(
 ) {
     let (leading_tx, leading_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The lease watch has its own client too: it must not wait behind the first list of
+    // thousands of Services.
     let leader = tokio::spawn(leader::run(
         config.leader.clone(),
-        client.clone(),
+        lease_client.clone(),
         lease_client,
         leading_tx,
         stop_rx,
