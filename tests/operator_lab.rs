@@ -701,8 +701,12 @@ fn failover_to_the_standby_keeps_every_address() {
     );
     assert!(b.leads());
     assert_eq!(lab.lease_holder().as_deref(), Some("operator-b"));
-    // The standby's caches may lag the old leader's last writes: it read fresh lists.
-    assert!(b.log_text().contains("fresh lists"), "{}", b.log_text());
+    // The standby's caches may lag the old leader's last writes: it listed them afresh.
+    assert!(
+        b.log_text().contains("a fresh list of Services"),
+        "{}",
+        b.log_text()
+    );
     let after = lab.services();
     for (name, state) in &before {
         assert_eq!(after[name], *state, "{name} changed across the failover");

@@ -66,11 +66,11 @@ enum Input {
     Event(Event),
     /// A watch has (re)listed everything.
     Listed(Kind),
-    /// Fresh lists read after this replica became the leader (term `term`), as allocator
-    /// events: every pool, then every Service.
+    /// Every Service, listed afresh after this replica became the leader (term `term`), as
+    /// allocator events.
     Snapshot {
         term: u64,
-        events: Vec<Event>,
+        services: Vec<Event>,
     },
 }
 
@@ -303,26 +303,19 @@ where
     }
 }
 
-/// Lists every pool and Service afresh (retrying while this replica leads) and sends them
-/// as the snapshot of leadership term `term`.
+/// Lists every Service afresh (retrying while this replica leads) and sends them as the
+/// snapshot of leadership term `term`.
 async fn read_snapshot(
     client: Client,
     term: u64,
     leading: watch::Receiver<bool>,
     tx: mpsc::Sender<Input>,
 ) {
-    let services: Api<Service> = Api::all(client.clone());
-    let pools: Api<CiliumLoadBalancerIPPool> = Api::all(client);
+    let api: Api<Service> = Api::all(client);
     loop {
-        let lists = futures::future::try_join(
-            list_all(&pools, pool_event),
-            list_all(&services, service_event),
-        )
-        .await;
-        match lists {
-            Ok((mut events, services)) => {
-                events.extend(services);
-                let _ = tx.send(Input::Snapshot { term, events }).await;
+        match list_all(&api, service_event).await {
+            Ok(services) => {
+                let _ = tx.send(Input::Snapshot { term, services }).await;
                 return;
             }
             Err(e) => {
@@ -489,24 +482,24 @@ impl Controller {
     }
 
     /// Builds the allocator from complete lists once this replica leads and both watches
-    /// have listed; nothing is written before that first reconcile. The caches serve when
-    /// both lists finished after the lease was won; otherwise (a standby taking over) they
-    /// may lag behind the last writes of the previous leader, so fresh lists are read first:
-    /// building from a stale view could hand out an address that leader had just assigned.
+    /// have listed; nothing is written before that first reconcile. The Service cache serves
+    /// when its list finished after the lease was won; otherwise (a standby taking over) it
+    /// may lag behind the last writes of the previous leader, so the Services are listed
+    /// afresh first: building from a stale view could hand out an address that leader had
+    /// just assigned. (Pools are written by users; a stale pool status only costs a write
+    /// refused by its precondition.)
     fn start_leading(&mut self) {
         if self.allocator.is_some() || !*self.leading.borrow() || self.listed.len() < 2 {
             return;
         }
-        let fresh = self
-            .leading_since
-            .is_some_and(|since| self.listed.values().all(|at| *at >= since));
+        let fresh = self.leading_since.is_some_and(|since| {
+            self.listed
+                .get(&Kind::Services)
+                .is_some_and(|at| *at >= since)
+        });
         if fresh {
-            let pools = self.stores.1.state();
             let services = self.stores.0.state();
-            let events = pools
-                .iter()
-                .map(|p| pool_event(p, false))
-                .chain(services.iter().map(|s| service_event(s, false)));
+            let events = services.iter().map(|s| service_event(s, false));
             self.build(events, "caches");
         } else if self.snapshot_pending != Some(self.term) {
             self.snapshot_pending = Some(self.term);
@@ -519,12 +512,19 @@ impl Controller {
         }
     }
 
-    /// A new allocator from complete lists (`events`: every pool and every Service).
-    fn build(&mut self, events: impl Iterator<Item = Event>, from: &str) {
+    /// A new allocator from the cached pools and a complete list of Services.
+    fn build(&mut self, services: impl Iterator<Item = Event>, from: &str) {
         let started = Instant::now();
         let mut allocator = Allocator::new(self.config.clone());
         let (mut pool_count, mut service_count) = (0, 0);
-        for event in events {
+        let pools: Vec<Event> = self
+            .stores
+            .1
+            .state()
+            .iter()
+            .map(|p| pool_event(p, false))
+            .collect();
+        for event in pools.into_iter().chain(services) {
             match &event {
                 Event::ServiceUpserted(svc) => {
                     self.changed_since.insert(svc.key.clone(), started);
@@ -547,10 +547,10 @@ impl Controller {
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Snapshot { term, events } => {
+            Input::Snapshot { term, services } => {
                 let current = term == self.term && *self.leading.borrow();
                 if current && self.allocator.is_none() {
-                    self.build(events.into_iter(), "fresh lists");
+                    self.build(services.into_iter(), "a fresh list of Services");
                 }
             }
             Input::Listed(kind) => {
