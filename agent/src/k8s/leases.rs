@@ -47,7 +47,8 @@ pub fn lease_ip(lease: &Lease) -> Option<IpAddr> {
         .ok()
 }
 
-fn classify(e: &kube::Error) -> WriteResult {
+/// How a failed write is taken by the election.
+pub fn classify(e: &kube::Error) -> WriteResult {
     match e {
         kube::Error::Api(status) => match status.code {
             409 => WriteResult::Conflict,
@@ -56,6 +57,56 @@ fn classify(e: &kube::Error) -> WriteResult {
             _ => WriteResult::Rejected,
         },
         _ => WriteResult::Unavailable,
+    }
+}
+
+/// The Lease `write` should leave on the server. A create makes a new lease from `metadata`;
+/// the others change the lease as last seen (`current`, `None`: nothing to change) and carry
+/// the resourceVersion the decision was made on, so the server refuses a stale one.
+pub fn lease_to_write(
+    metadata: ObjectMeta,
+    holder: &str,
+    lease_duration: Duration,
+    current: Option<&Lease>,
+    write: &Write,
+    now: Timestamp,
+) -> Option<Lease> {
+    let now = MicroTime(now);
+    let duration = i32::try_from(lease_duration.as_secs()).unwrap_or(i32::MAX);
+    match write {
+        Write::Create => Some(Lease {
+            metadata,
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.to_owned()),
+                lease_duration_seconds: Some(duration),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                lease_transitions: Some(0),
+                ..LeaseSpec::default()
+            }),
+        }),
+        Write::Renew { resource_version }
+        | Write::Acquire {
+            resource_version, ..
+        }
+        | Write::Release { resource_version } => {
+            let mut lease = current?.clone();
+            lease.metadata.resource_version = Some(resource_version.clone());
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            match write {
+                Write::Renew { .. } => spec.renew_time = Some(now),
+                Write::Acquire { transitions, .. } => {
+                    spec.holder_identity = Some(holder.to_owned());
+                    spec.lease_duration_seconds = Some(duration);
+                    spec.acquire_time = Some(now.clone());
+                    spec.renew_time = Some(now);
+                    spec.lease_transitions = Some(*transitions);
+                }
+                Write::Release { .. } => spec.holder_identity = None,
+                Write::Create => {}
+            }
+            Some(lease)
+        }
     }
 }
 
@@ -99,59 +150,28 @@ impl LeaseWriter {
         current: Option<&Lease>,
         write: &Write,
     ) -> (WriteResult, Option<Lease>) {
-        let now = MicroTime(Timestamp::now());
-        let duration = i32::try_from(self.timings.lease_duration.as_secs()).unwrap_or(i32::MAX);
+        let metadata = ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY_LABEL.to_owned(),
+                MANAGED_BY.to_owned(),
+            )])),
+            annotations: Some(BTreeMap::from([(IP_ANNOTATION.to_owned(), ip.to_string())])),
+            ..ObjectMeta::default()
+        };
+        let Some(lease) = lease_to_write(
+            metadata,
+            &self.me,
+            self.timings.lease_duration,
+            current,
+            write,
+            Timestamp::now(),
+        ) else {
+            return (WriteResult::Conflict, None);
+        };
         let result = match write {
-            Write::Create => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(name.to_owned()),
-                        labels: Some(BTreeMap::from([(
-                            MANAGED_BY_LABEL.to_owned(),
-                            MANAGED_BY.to_owned(),
-                        )])),
-                        annotations: Some(BTreeMap::from([(
-                            IP_ANNOTATION.to_owned(),
-                            ip.to_string(),
-                        )])),
-                        ..ObjectMeta::default()
-                    },
-                    spec: Some(LeaseSpec {
-                        holder_identity: Some(self.me.clone()),
-                        lease_duration_seconds: Some(duration),
-                        acquire_time: Some(now.clone()),
-                        renew_time: Some(now),
-                        lease_transitions: Some(0),
-                        ..LeaseSpec::default()
-                    }),
-                };
-                self.api.create(&PostParams::default(), &lease).await
-            }
-            Write::Renew { resource_version }
-            | Write::Acquire {
-                resource_version, ..
-            }
-            | Write::Release { resource_version } => {
-                let Some(current) = current else {
-                    return (WriteResult::Conflict, None);
-                };
-                let mut lease = current.clone();
-                lease.metadata.resource_version = Some(resource_version.clone());
-                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-                match write {
-                    Write::Renew { .. } => spec.renew_time = Some(now),
-                    Write::Acquire { transitions, .. } => {
-                        spec.holder_identity = Some(self.me.clone());
-                        spec.lease_duration_seconds = Some(duration);
-                        spec.acquire_time = Some(now.clone());
-                        spec.renew_time = Some(now);
-                        spec.lease_transitions = Some(*transitions);
-                    }
-                    Write::Release { .. } => spec.holder_identity = None,
-                    Write::Create => {}
-                }
-                self.api.replace(name, &PostParams::default(), &lease).await
-            }
+            Write::Create => self.api.create(&PostParams::default(), &lease).await,
+            _ => self.api.replace(name, &PostParams::default(), &lease).await,
         };
         match result {
             Ok(lease) => (WriteResult::Ok(record(&lease)), Some(lease)),

@@ -11,9 +11,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use futures::TryStreamExt;
 use k8s_openapi::{
-    api::coordination::v1::{Lease, LeaseSpec},
-    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
-    jiff::Timestamp,
+    api::coordination::v1::Lease, apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp,
 };
 use kube::{
     Api, Client,
@@ -28,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::k8s::{
     election::{Election, Timings, Write, WriteResult},
-    leases::record,
+    leases::{self, classify, record},
 };
 
 /// Which Lease, and who this replica is.
@@ -48,17 +46,6 @@ enum Input {
     Lost,
 }
 
-fn classify(e: &kube::Error) -> WriteResult {
-    match e {
-        kube::Error::Api(status) => match status.code {
-            404 | 409 => WriteResult::Conflict,
-            429 | 500..=599 => WriteResult::Unavailable,
-            _ => WriteResult::Rejected,
-        },
-        _ => WriteResult::Unavailable,
-    }
-}
-
 /// The Lease `write` should leave on the server (`current`: as last seen).
 pub fn lease_to_write(
     config: &LeaderConfig,
@@ -66,51 +53,23 @@ pub fn lease_to_write(
     write: &Write,
     now: Timestamp,
 ) -> Option<Lease> {
-    let now = MicroTime(now);
-    let duration = i32::try_from(config.timings.lease_duration.as_secs()).unwrap_or(i32::MAX);
-    match write {
-        Write::Create => Some(Lease {
-            metadata: ObjectMeta {
-                name: Some(config.name.clone()),
-                namespace: Some(config.namespace.clone()),
-                labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/name".to_owned(),
-                    "l2announcer-operator".to_owned(),
-                )])),
-                ..ObjectMeta::default()
-            },
-            spec: Some(LeaseSpec {
-                holder_identity: Some(config.identity.clone()),
-                lease_duration_seconds: Some(duration),
-                acquire_time: Some(now.clone()),
-                renew_time: Some(now),
-                lease_transitions: Some(0),
-                ..LeaseSpec::default()
-            }),
-        }),
-        Write::Renew { resource_version }
-        | Write::Acquire {
-            resource_version, ..
-        }
-        | Write::Release { resource_version } => {
-            let mut lease = current?.clone();
-            lease.metadata.resource_version = Some(resource_version.clone());
-            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-            match write {
-                Write::Renew { .. } => spec.renew_time = Some(now),
-                Write::Acquire { transitions, .. } => {
-                    spec.holder_identity = Some(config.identity.clone());
-                    spec.lease_duration_seconds = Some(duration);
-                    spec.acquire_time = Some(now.clone());
-                    spec.renew_time = Some(now);
-                    spec.lease_transitions = Some(*transitions);
-                }
-                Write::Release { .. } => spec.holder_identity = None,
-                Write::Create => {}
-            }
-            Some(lease)
-        }
-    }
+    let metadata = ObjectMeta {
+        name: Some(config.name.clone()),
+        namespace: Some(config.namespace.clone()),
+        labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/name".to_owned(),
+            "l2announcer-operator".to_owned(),
+        )])),
+        ..ObjectMeta::default()
+    };
+    leases::lease_to_write(
+        metadata,
+        &config.identity,
+        config.timings.lease_duration,
+        current,
+        write,
+        now,
+    )
 }
 
 async fn execute(
