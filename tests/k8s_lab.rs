@@ -7,15 +7,14 @@
 //! address of the seed's pools).
 
 use std::{
-    io::Write as _,
     net::SocketAddr,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use kube_testkit::TestKit;
 use l2announcer_tests::{
-    Agent, ArpProbe, Netns, answer_sequence, arping, eventually, in_netns, require_root, unique,
+    Agent, ArpProbe, Kubectl, Netns, answer_sequence, arping, eventually, in_netns, require_root,
 };
 
 const API_ADDR: &str = "198.51.100.1";
@@ -97,61 +96,15 @@ impl Cluster {
 
     /// A veth from `ns` (named `ifname`) to a bridge of the switch.
     fn plug(&self, ns: &Netns, ifname: &str, bridge: &str, addr: &str) {
-        let peer = unique("p");
-        l2announcer_tests::sh(&[
-            "ip",
-            "link",
-            "add",
-            ifname,
-            "netns",
-            &ns.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-            "netns",
-            &self.switch.name,
-        ]);
-        self.switch
-            .sh(&["ip", "link", "set", &peer, "master", bridge]);
-        self.switch.sh(&["ip", "link", "set", &peer, "up"]);
-        ns.sh(&["ip", "addr", "add", addr, "dev", ifname]);
-        ns.sh(&["ip", "link", "set", ifname, "up"]);
+        l2announcer_tests::plug(&self.switch, bridge, ns, ifname, addr);
     }
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.switch.name,
-                "kubectl",
-                "--kubeconfig",
-                &self.kubeconfig,
-            ])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
+        Kubectl {
+            netns: Some(self.switch.name.clone()),
+            kubeconfig: self.kubeconfig.clone().into(),
         }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        .run(args, stdin)
     }
 
     fn apply(&self, yaml: &str) {
@@ -481,7 +434,7 @@ fn services_sharing_an_ip_follow_one_node() {
 
 #[test]
 fn policy_interface_and_selector_changes_take_effect() {
-    let mut c = seeded_cluster();
+    let c = seeded_cluster();
     c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
     // An interface pattern that matches nothing on any node: nobody may announce.
     c.kubectl(

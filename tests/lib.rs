@@ -477,3 +477,93 @@ pub fn answer_sequence(replies: &[(Instant, String)]) -> Vec<String> {
     }
     seq
 }
+
+/// A veth from `ns` (named `ifname`, with `addr`) to `bridge` in the `switch` namespace: how the
+/// labs put nodes, clients and the API server on one L2 segment.
+pub fn plug(switch: &Netns, bridge: &str, ns: &Netns, ifname: &str, addr: &str) {
+    let peer = unique("p");
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        ifname,
+        "netns",
+        &ns.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+        "netns",
+        &switch.name,
+    ]);
+    switch.sh(&["ip", "link", "set", &peer, "master", bridge]);
+    switch.sh(&["ip", "link", "set", &peer, "up"]);
+    ns.sh(&["ip", "addr", "add", addr, "dev", ifname]);
+    ns.sh(&["ip", "link", "set", ifname, "up"]);
+}
+
+/// kubectl with one kubeconfig, run inside a namespace (where the API server listens on a
+/// bridge) or, without one, on this host.
+pub struct Kubectl {
+    pub netns: Option<String>,
+    pub kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    /// Runs kubectl with `args` and `stdin`; its output, or its error text.
+    pub fn try_run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        use std::io::Write as _;
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "kubectl"]);
+                c
+            }
+            None => Command::new("kubectl"),
+        };
+        // A cache beside the kubeconfig: parallel tests never share discovery caches.
+        let cache = self
+            .kubeconfig
+            .parent()
+            .map(|d| d.join("kubectl-cache"))
+            .unwrap_or_else(std::env::temp_dir);
+        let mut child = cmd
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl (is it installed?)");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write to kubectl");
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().expect("kubectl");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Like [`Kubectl::try_run`], panicking on failure.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> String {
+        self.try_run(args, stdin)
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+    }
+
+    /// `kubectl apply -f -` of a YAML or JSON stream.
+    pub fn apply(&self, yaml: &str) {
+        self.run(&["apply", "-f", "-"], Some(yaml));
+    }
+}

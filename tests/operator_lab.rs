@@ -141,38 +141,11 @@ impl Lab {
     }
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let cache = self
-            .kubeconfig()
-            .parent()
-            .map(|d| d.join("kubectl-cache"))
-            .unwrap_or_else(std::env::temp_dir);
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--cache-dir")
-            .arg(cache)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl (is it installed?)");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("write to kubectl");
+        l2announcer_tests::Kubectl {
+            netns: None,
+            kubeconfig: self.kubeconfig().to_path_buf(),
         }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().expect("kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        .run(args, stdin)
     }
 
     fn apply(&self, yaml: &str) {

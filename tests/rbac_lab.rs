@@ -401,55 +401,16 @@ impl Lab {
     }
 
     fn plug(&self, ns: &Netns, ifname: &str, addr: &str) {
-        let peer = unique("p");
-        l2announcer_tests::sh(&[
-            "ip",
-            "link",
-            "add",
-            ifname,
-            "netns",
-            &ns.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-            "netns",
-            &self.switch.name,
-        ]);
-        self.switch
-            .sh(&["ip", "link", "set", &peer, "master", "br1"]);
-        self.switch.sh(&["ip", "link", "set", &peer, "up"]);
-        ns.sh(&["ip", "addr", "add", addr, "dev", ifname]);
-        ns.sh(&["ip", "link", "set", ifname, "up"]);
+        l2announcer_tests::plug(&self.switch, "br1", ns, ifname, addr);
     }
 
     /// kubectl as the administrator, from the switch namespace.
     fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.switch.name, "kubectl"])
-            .args(["--kubeconfig", &self.admin_kubeconfig])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
+        l2announcer_tests::Kubectl {
+            netns: Some(self.switch.name.clone()),
+            kubeconfig: self.admin_kubeconfig.clone().into(),
         }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        .try_run(args, stdin)
     }
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
