@@ -7,6 +7,7 @@
 //! address of the seed's pools).
 
 use std::{
+    collections::BTreeSet,
     net::SocketAddr,
     process::Command,
     time::{Duration, Instant},
@@ -147,6 +148,11 @@ impl Cluster {
     }
 
     fn start(&mut self, i: usize) {
+        self.start_with(i, &TIMINGS);
+    }
+
+    /// Starts node `i`'s agent with these lease timing flags.
+    fn start_with(&mut self, i: usize, timings: &[&str]) {
         let node = &mut self.nodes[i];
         let mut args = vec![
             "agent",
@@ -163,7 +169,7 @@ impl Cluster {
             "--garp-interval",
             "200ms",
         ];
-        args.extend_from_slice(&TIMINGS);
+        args.extend_from_slice(timings);
         node.agent = Some(Agent::start(&node.ns, &args));
     }
 
@@ -623,4 +629,53 @@ fn a_deleted_service_stops_being_answered_and_its_lease_is_deleted() {
         }),
         "the released lease is deleted without waiting for another change"
     );
+}
+
+#[test]
+fn lease_api_cost_at_ciliums_default_timings() {
+    // 12 addresses, 3 nodes, Cilium's default timings (15 s / 5 s / 2 s): holders renew every
+    // 5 s, candidates only watch. Cilium at the same timings (shared/reference/cilium.md
+    // §2.10): 0.5 PUT/s per lease from the holder and about 0.31 GET/s per lease from each
+    // other candidate, about 1.12 requests per address per second on 3 nodes.
+    let mut c = Cluster::new();
+    c.apply(SEED_POLICIES);
+    for i in 0..3 {
+        c.start_with(i, &[]);
+    }
+    let count = 12;
+    for i in 0..count {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{i}\n  labels:\n    network.example.com/interface: eno1\nspec:\n  type: LoadBalancer\n  ports:\n    - port: 80\n"
+        ));
+        c.set_lb_ip(&format!("svc-{i}"), &format!("192.168.3.{}", 180 + i));
+    }
+    assert!(eventually(Duration::from_secs(20), || {
+        (0..count).all(|i| c.lease_holder(&format!("192.168.3.{}", 180 + i)).is_some())
+    }));
+    let audit = c.api.as_ref().unwrap().audit();
+    let started = std::time::SystemTime::now();
+    let window = Duration::from_secs(20);
+    std::thread::sleep(window);
+    let lease_requests: Vec<_> = audit
+        .entries()
+        .into_iter()
+        .filter(|e| e.time >= started && e.resource == "leases" && e.verb != "watch")
+        .collect();
+    let per_address_per_second = lease_requests.len() as f64 / count as f64 / window.as_secs_f64();
+    eprintln!(
+        "lease API requests: {} in {:?} for {count} addresses on 3 nodes = {per_address_per_second:.3}/address/s (Cilium's cadence for the same: about 1.12/address/s)",
+        lease_requests.len(),
+        window
+    );
+    assert!(
+        lease_requests.iter().all(|e| e.verb == "update"),
+        "candidates do not poll: only the holders' renewals ({:?})",
+        lease_requests
+            .iter()
+            .map(|e| &e.verb)
+            .collect::<BTreeSet<_>>()
+    );
+    // One renewal per 5 s per address, with a little slack for the window's edges.
+    assert!(per_address_per_second <= 0.25, "{per_address_per_second}");
+    assert!(per_address_per_second >= 0.15, "{per_address_per_second}");
 }
