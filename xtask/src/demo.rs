@@ -139,15 +139,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         check_interrupted()?;
-        let status = in_ns(
-            NODE,
-            &[
-                bin.to_str().unwrap_or("l2announcer"),
-                "status",
-                "-o",
-                "json",
-            ],
-        );
+        // Quietly: until it listens, `status` says it cannot reach it.
+        let status = Command::new("ip")
+            .args(["netns", "exec", NODE])
+            .arg(&bin)
+            .args(["status", "-o", "json"])
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
         if status.contains("\"ready\": true") {
             break;
         }
