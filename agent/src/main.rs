@@ -463,18 +463,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         .dataplane
         .metrics_addr
         .unwrap_or(DEFAULT_METRICS_ADDR.parse()?);
-    let kube_config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .context("kubeconfig")?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig and not in a cluster")?,
-    };
+    let kube_config = kube_client_config(args.kubeconfig.as_ref()).await?;
     // Two clients, two connection pools: watches and status writes never queue in front of
     // lease renewals.
     let client = kube::Client::try_from(kube_config.clone()).context("API client")?;
