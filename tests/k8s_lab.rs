@@ -679,3 +679,45 @@ fn lease_api_cost_at_ciliums_default_timings() {
     assert!(per_address_per_second <= 0.25, "{per_address_per_second}");
     assert!(per_address_per_second >= 0.15, "{per_address_per_second}");
 }
+
+#[test]
+fn a_holder_cut_off_from_the_api_stops_when_another_node_claims_the_address() {
+    // Only the holder loses the API (a partition): it keeps answering (it cannot tell this
+    // from an outage) until another node, which took the expired lease, announces the address
+    // on the wire; the XDP conflict counter sees that, and the holder stops.
+    let c = seeded_cluster();
+    let holder = c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
+    let old_mac = c.mac(holder, "eno1");
+    let probe = ArpProbe::start(&c.client, "c1", INTERNAL_VIP, 30);
+    assert!(eventually(Duration::from_secs(5), || !probe
+        .replies()
+        .is_empty()));
+    c.nodes[holder]
+        .ns
+        .sh(&["ip", "route", "add", "blackhole", &format!("{API_ADDR}/32")]);
+    let cut = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(20), || probe
+            .first_other(cut, &old_mac)
+            .is_some()),
+        "another node takes over"
+    );
+    let (took_over, _) = probe.first_other(cut, &old_mac).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let last_old = probe
+        .replies()
+        .into_iter()
+        .filter(|(_, m)| *m == old_mac)
+        .map(|(t, _)| t)
+        .max()
+        .unwrap();
+    let overlap = last_old.saturating_duration_since(took_over);
+    eprintln!(
+        "partition: takeover {:?} after the cut, old holder answered {overlap:?} longer",
+        took_over.duration_since(cut)
+    );
+    assert!(
+        overlap < Duration::from_millis(1500),
+        "the cut-off holder stops soon after the takeover ({overlap:?})"
+    );
+}
