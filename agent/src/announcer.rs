@@ -276,10 +276,10 @@ impl Announcer {
             info!(ip = %a.ip, ifindex = a.ifindex, "announcement removed");
         }
         for a in after.difference(&before) {
-            if let IpAddr::V6(ip) = a.ip {
-                if let Err(e) = self.multicast.join(ip, a.ifindex) {
-                    warn!(error = %e, "multicast join");
-                }
+            if let IpAddr::V6(ip) = a.ip
+                && let Err(e) = self.multicast.join(ip, a.ifindex)
+            {
+                warn!(error = %e, "multicast join");
             }
             info!(ip = %a.ip, ifindex = a.ifindex, "announcing");
         }

@@ -68,6 +68,8 @@ pub struct Config {
     pub keep_on_outage: bool,
 }
 
+// Moved one at a time through a channel: boxing the large lease event buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Input {
     /// An event of the lease watch.
     Lease(watcher::Event<Lease>),
@@ -392,10 +394,10 @@ impl Controller {
         if !self.leases_synced {
             return;
         }
-        if let Some(ip) = l2announcer_k8s_select::ip_of_lease_name(name) {
-            if self.elections.contains_key(&ip) {
-                self.observe_with(ip, now, false);
-            }
+        if let Some(ip) = l2announcer_k8s_select::ip_of_lease_name(name)
+            && self.elections.contains_key(&ip)
+        {
+            self.observe_with(ip, now, false);
         }
     }
 

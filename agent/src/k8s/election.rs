@@ -332,11 +332,11 @@ impl Election {
             };
         }
         let mut wake = Wakes::default();
-        if let Some(at) = self.retry_at {
-            if now < at {
-                wake.at(at);
-                return wake.decision(None);
-            }
+        if let Some(at) = self.retry_at
+            && now < at
+        {
+            wake.at(at);
+            return wake.decision(None);
         }
         let write = match (&self.holding, &self.lease) {
             (Some(h), Some(lease)) => {

@@ -39,13 +39,11 @@ impl K8sMetrics {
             leases_held: Gauge::default(),
             acquisitions: Counter::default(),
             losses: Counter::default(),
-            takeover_seconds: Histogram::new(
-                [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0].into_iter(),
-            ),
+            takeover_seconds: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0,
+            ]),
             renew_errors: Counter::default(),
-            renew_seconds: Histogram::new(
-                [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0].into_iter(),
-            ),
+            renew_seconds: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
             api_requests: Family::default(),
             services_selected: Gauge::default(),
             no_eligible_node: Family::default(),
