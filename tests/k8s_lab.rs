@@ -298,10 +298,7 @@ fn failover(graceful: bool) {
     for round in 0..3 {
         let holder = c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
         let old_mac = c.mac(holder, "eno1");
-        let probe = ArpProbe::start(&c.client, "c1", INTERNAL_VIP, 30);
-        assert!(eventually(Duration::from_secs(5), || !probe
-            .replies()
-            .is_empty()));
+        let probe = ArpProbe::start_answered(&c.client, "c1", INTERNAL_VIP, 30);
         let agent = c.nodes[holder].agent.take().unwrap();
         let started = Instant::now();
         if graceful {
@@ -416,10 +413,7 @@ fn services_sharing_an_ip_follow_one_node() {
         );
     }
     // Over a few stops of the holder, the answer always comes from a single MAC.
-    let probe = ArpProbe::start(&c.client, "c1", "192.168.3.170", 10);
-    assert!(eventually(Duration::from_secs(5), || !probe
-        .replies()
-        .is_empty()));
+    let probe = ArpProbe::start_answered(&c.client, "c1", "192.168.3.170", 10);
     let agent = c.nodes[holder].agent.take().unwrap();
     let stopped = Instant::now();
     let (ok, log) = agent.stop_with_log();
@@ -503,10 +497,7 @@ fn an_api_outage_does_not_take_the_network_down() {
     let c = seeded_cluster();
     let holder = c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
     let old_mac = c.mac(holder, "eno1");
-    let probe = ArpProbe::start(&c.client, "c1", INTERNAL_VIP, 30);
-    assert!(eventually(Duration::from_secs(5), || !probe
-        .replies()
-        .is_empty()));
+    let probe = ArpProbe::start_answered(&c.client, "c1", INTERNAL_VIP, 30);
     let api = c.api.as_ref().unwrap();
     api.faults().outage(true);
     // Three lease durations without any renewal: the holder keeps answering, nobody else does.
@@ -688,10 +679,7 @@ fn a_holder_cut_off_from_the_api_stops_when_another_node_claims_the_address() {
     let c = seeded_cluster();
     let holder = c.wait_single_answer("c1", INTERNAL_VIP, "eno1");
     let old_mac = c.mac(holder, "eno1");
-    let probe = ArpProbe::start(&c.client, "c1", INTERNAL_VIP, 30);
-    assert!(eventually(Duration::from_secs(5), || !probe
-        .replies()
-        .is_empty()));
+    let probe = ArpProbe::start_answered(&c.client, "c1", INTERNAL_VIP, 30);
     c.nodes[holder]
         .ns
         .sh(&["ip", "route", "add", "blackhole", &format!("{API_ADDR}/32")]);

@@ -443,6 +443,17 @@ impl ArpProbe {
         }
     }
 
+    /// Starts a probe and waits until the address has answered it once (so that what follows
+    /// is seen from its first moment).
+    pub fn start_answered(ns: &Netns, ifname: &str, ip: &str, seconds: u32) -> Self {
+        let probe = Self::start(ns, ifname, ip, seconds);
+        assert!(
+            eventually(Duration::from_secs(5), || !probe.replies().is_empty()),
+            "{ip} answered the probe"
+        );
+        probe
+    }
+
     /// The replies so far.
     pub fn replies(&self) -> Vec<(Instant, String)> {
         self.replies.lock().unwrap().clone()
