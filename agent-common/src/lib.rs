@@ -25,6 +25,10 @@ pub const PROG_RESPONDER: &str = "l2announcer";
 /// Name of a program that passes every frame. Tests attach it to the peer of a veth so that
 /// native-mode `XDP_TX` on the other end is delivered (veth needs XDP on both ends for that).
 pub const PROG_PASS: &str = "xdp_pass";
+/// Name of the benchmark floor: a program that only swaps the Ethernet addresses and returns
+/// `XDP_TX`. `cargo xtask bench` states the responder's cost as a multiple of it; the agent
+/// never loads or attaches it.
+pub const PROG_FLOOR: &str = "xdp_floor";
 
 /// Capacity of each announcement map.
 pub const MAX_ANNOUNCEMENTS: u32 = 16_384;

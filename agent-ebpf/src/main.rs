@@ -134,6 +134,24 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The benchmark floor (never attached): the least an XDP responder can do, swap the Ethernet
+/// addresses and send the frame back.
+#[xdp]
+pub fn xdp_floor(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 12 > ctx.data_end() {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: the 12 bytes of both addresses were checked to lie within the packet.
+    unsafe {
+        let dst = core::ptr::read_unaligned(start as *const [u8; 6]);
+        let src = core::ptr::read_unaligned((start + 6) as *const [u8; 6]);
+        core::ptr::write_unaligned(start as *mut [u8; 6], src);
+        core::ptr::write_unaligned((start + 6) as *mut [u8; 6], dst);
+    }
+    xdp_action::XDP_TX
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -15,7 +15,7 @@ use aya::{
 };
 use l2announcer_common::{
     Counter, Counters, Entry, KeyV4, KeyV6, LIVENESS_HEARTBEAT, LIVENESS_MAX_AGE, MAP_ANNOUNCE_V4,
-    MAP_ANNOUNCE_V6, MAP_COUNTERS, MAP_LIVENESS, PROG_PASS, PROG_RESPONDER,
+    MAP_ANNOUNCE_V6, MAP_COUNTERS, MAP_LIVENESS, PROG_FLOOR, PROG_PASS, PROG_RESPONDER,
 };
 use serde::Serialize;
 
@@ -223,8 +223,28 @@ impl Dataplane {
     /// Attaches the pass-everything program (for the peer of a veth in a lab). The link lives
     /// as long as this `Dataplane`.
     pub fn attach_pass(&mut self, ifindex: u32, mode: XdpMode) -> Result<(), DataplaneError> {
-        program(&mut self.ebpf, PROG_PASS)?
-            .attach_to_if_index(ifindex, mode)
+        self.attach_other(PROG_PASS, ifindex, mode)
+    }
+
+    /// Attaches the benchmark floor ([`PROG_FLOOR`]) to an otherwise unused interface, so that
+    /// the kernel's XDP dispatcher calls it directly, as it calls the attached responder:
+    /// unattached, every `BPF_PROG_RUN` rebuilds the dispatcher for it and the timed run
+    /// starts cold.
+    pub fn attach_floor(&mut self, ifindex: u32, mode: XdpMode) -> Result<(), DataplaneError> {
+        self.attach_other(PROG_FLOOR, ifindex, mode)
+    }
+
+    fn attach_other(
+        &mut self,
+        name: &'static str,
+        ifindex: u32,
+        mode: XdpMode,
+    ) -> Result<(), DataplaneError> {
+        let prog = program(&mut self.ebpf, name)?;
+        if prog.fd().is_err() {
+            prog.load()?;
+        }
+        prog.attach_to_if_index(ifindex, mode)
             .map_err(|source| DataplaneError::Attach { ifindex, source })?;
         Ok(())
     }
@@ -387,11 +407,7 @@ impl Dataplane {
             .program(PROG_RESPONDER)
             .ok_or(DataplaneError::Missing(PROG_RESPONDER))?
             .try_into()?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
-        // The kernel takes the ingress interface from the context, and it must exist.
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let ctx = xdp_md(ifindex, frame);
         let mut out = vec![0u8; frame.len() + 256];
         let result = prog.test_run(TestRunOptions {
             data_in: Some(frame),
@@ -401,6 +417,30 @@ impl Dataplane {
         })?;
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out))
+    }
+
+    /// Runs one of the object's programs ([`PROG_RESPONDER`], [`PROG_PASS`], [`PROG_FLOOR`];
+    /// loaded on first use) once on `frame` with `BPF_PROG_RUN`: the verdict and the run time
+    /// as the kernel timed it (the program alone, without the syscall). For `cargo xtask bench`.
+    pub fn timed_run(
+        &mut self,
+        name: &'static str,
+        ifindex: u32,
+        frame: &[u8],
+    ) -> Result<(u32, Duration), DataplaneError> {
+        let prog = program(&mut self.ebpf, name)?;
+        if prog.fd().is_err() {
+            prog.load()?;
+        }
+        let ctx = xdp_md(ifindex, frame);
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })?;
+        Ok((result.return_value, result.duration))
     }
 
     /// Stops everything: no entry, no heartbeat, no attachment.
@@ -413,6 +453,16 @@ impl Dataplane {
         }
         Ok(())
     }
+}
+
+/// `struct xdp_md` for BPF_PROG_RUN: data, data_end, data_meta, ingress_ifindex,
+/// rx_queue_index, egress_ifindex. The kernel takes the ingress interface from it, and that
+/// interface must exist.
+fn xdp_md(ifindex: u32, frame: &[u8]) -> [u8; 24] {
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
