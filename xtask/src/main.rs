@@ -1,4 +1,4 @@
-//! `cargo xtask <command>`: setup, test, demo.
+//! `cargo xtask <command>`: setup, test, crds, bench, demo.
 
 mod crds;
 mod demo;
@@ -17,6 +17,10 @@ commands:
   test    setup, then the whole test suite (needs root: namespaces and XDP)
   crds    write the CRDs generated from api/ into deploy/crds/ and the Helm chart, and render
           deploy/manifests/ from the Kustomize overlays; `crds --check` fails if any is stale
+  bench   setup, then the benchmarks (release build, needs root): the XDP program against a
+          floor and the kernel, takeover, API cost, spread, memory, the operator's cold start;
+          writes bench/results/report.md, raw.json and SVG plots. `bench --quick` is a smoke
+          run into target/bench-quick/; `bench --only prog-run,flood` picks benchmarks
   demo    setup, then a network-namespace lab where l2announcer answers ARP and NDP for a
           virtual IPv4 and IPv6 address; `demo --hold` keeps the lab up until Ctrl-C
 ";
@@ -28,6 +32,7 @@ fn main() -> ExitCode {
         Some("test") => setup::run().and_then(|()| test(&args[1..])),
         Some("crds") => crds::run(&args[1..]),
         Some("demo") => setup::run().and_then(|()| demo::run(&args[1..])),
+        Some("bench") => setup::run().and_then(|()| bench(&args[1..])),
         _ => {
             eprint!("{USAGE}");
             return ExitCode::from(2);
@@ -56,4 +61,43 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         args.extend(extra.iter().map(String::as_str));
     }
     util::cargo_env(&args, &[("L2ANNOUNCER_BIN", bin.as_os_str())])
+}
+
+/// The benchmarks: release builds of l2announcer and of the bench runner, which writes the
+/// report into bench/results/. Extra arguments go to the runner (`--quick`, `--only ...`).
+fn bench(extra: &[String]) -> anyhow::Result<()> {
+    util::require_root("the benchmarks create network namespaces and load XDP programs")?;
+    util::step("building l2announcer and the benchmarks (release)");
+    util::cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "l2announcer",
+        "--bin",
+        "l2announcer",
+        "--package",
+        "l2announcer-bench",
+    ])?;
+    let root = util::workspace_root()?;
+    let bin = root.join("target/release/l2announcer");
+    // A smoke run must not overwrite the published report.
+    let out = if extra.iter().any(|a| a == "--quick") {
+        root.join("target/bench-quick")
+    } else {
+        root.join("bench/results")
+    };
+    util::step("running the benchmarks");
+    // From the workspace root: the report names the commit it measured.
+    let status = std::process::Command::new(root.join("target/release/l2announcer-bench"))
+        .arg("--out")
+        .arg(&out)
+        .args(extra)
+        .env("L2ANNOUNCER_BIN", &bin)
+        .current_dir(&root)
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "the benchmarks failed ({status}); see the report"
+    );
+    Ok(())
 }
