@@ -5,7 +5,9 @@
 
 mod control;
 mod flood;
+mod lab;
 mod operator;
+mod probe;
 mod prog_run;
 mod report;
 mod stats;
