@@ -77,6 +77,8 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
         "l2announcer",
         "--package",
         "l2announcer-bench",
+        "--bin",
+        "l2announcer-bench",
     ])?;
     let root = util::workspace_root()?;
     let bin = root.join("target/release/l2announcer");
