@@ -465,6 +465,7 @@ fn cilium_cost(services: f64, nodes: f64, retry: f64) -> (f64, f64, f64) {
 pub fn api_cost(ctx: &Ctx) -> anyhow::Result<Section> {
     let nodes = 10;
     let services = 100;
+    // A multiple of the 5 s renew interval (renewals of leases taken together come in bursts).
     let window = Duration::from_secs(ctx.reps(60, 15) as u64);
     let settle = Duration::from_secs(ctx.reps(10, 5) as u64);
     let mut lab = Lab::new(nodes, 20_000)?;
@@ -638,6 +639,11 @@ pub fn api_cost(ctx: &Ctx) -> anyhow::Result<Section> {
                         .join(", ")
                 }
             ),
+            "Only holders write: each renews every min(duration / 3, (duration − deadline) / 2) \
+             = 5 s at the default timings, and candidates watch the leases instead of polling \
+             them. That the measured rate equals Cilium's docs formula (services / renewDeadline) \
+             is a coincidence of the default timings (5 s renew interval = 5 s deadline)."
+                .into(),
             "Cilium's figure is computed, not measured: Cilium cannot run here. Its docs' formula \
              (services / renewDeadline = 20 QPS) understates its own cost because client-go's \
              leader renews every retry period, not every renew deadline (reference §2.10)."
@@ -722,8 +728,7 @@ pub fn spread(ctx: &Ctx) -> anyhow::Result<Section> {
              concurrent writers), all selected on `eno1` of every node. When every address has \
              a lease holder (and 1 s more) the holders are counted from the leases. Then the \
              Services are deleted, their leases go, and the next round uses new addresses \
-             (`10.{}.0.x` for round r), since placement is a hash of address and node. {reps} rounds.",
-            "80+r"
+             (`10.(80+r).0.x` in round r), since placement is a hash of address and node. {reps} rounds."
         ),
         tables: vec![table],
         plots: vec![Plot {
@@ -768,7 +773,9 @@ pub fn agent_resources(ctx: &Ctx) -> anyhow::Result<Section> {
     } else {
         &[100, 1_000, 10_000]
     };
-    let window = Duration::from_secs(ctx.reps(30, 8) as u64);
+    // A multiple of the 5 s renew interval: every lease renews the same number of times in it
+    // (renewals of leases taken together come in bursts).
+    let window = Duration::from_secs(ctx.reps(30, 10) as u64);
     let mut table = Table::new(
         "One node holding every address, default timings",
         &[
@@ -864,7 +871,8 @@ pub fn agent_resources(ctx: &Ctx) -> anyhow::Result<Section> {
              `l2announcer status` lists N entries in the XDP map (polled every 250 ms). After \
              every lease is held and 3 s more, over a {} s window: CPU = (utime + stime) delta \
              from /proc/<pid>/stat over the wall time; RSS and peak RSS (VmRSS, VmHWM) from \
-             /proc/<pid>/status at its end; lease requests from the kit's audit log.",
+             /proc/<pid>/status at its end; lease requests from the kit's audit log (the window is a \
+             multiple of the 5 s renew interval).",
             sizes
                 .iter()
                 .map(|n| fmt(*n as f64))
