@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Service as K8sService, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use l2announcer_ipam::{
-    Allocator, Block, Config, Event, LabelSelector, Pool, ServiceUpdate, service_from_k8s,
+    Allocator, Block, Config, Event, Pool, PoolSelector, ServiceUpdate, service_from_k8s,
 };
 
 /// Counts live heap bytes, so the allocator's own memory can be told apart from the rest.
@@ -84,10 +84,13 @@ fn pools(count: usize, prefix: u8) -> Vec<Pool> {
             let mut p = Pool::new(format!("pool-{i}"), blocks);
             p.created = i as i64;
             p.allow_first_last = i % 2 == 0;
-            p.selector = Some(LabelSelector {
-                match_labels: BTreeMap::from([("network".to_string(), format!("net-{i}"))]),
-                match_expressions: vec![],
-            });
+            p.selector = Some(PoolSelector::from(&LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "network".to_string(),
+                    format!("net-{i}"),
+                )])),
+                match_expressions: None,
+            }));
             p
         })
         .collect()

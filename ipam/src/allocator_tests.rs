@@ -3,7 +3,26 @@
 use super::*;
 use crate::addr::BlockError;
 use crate::model::{IpFamilyPolicy, L2_ANNOUNCER_CLASS, Port};
-use crate::selector::{LabelSelector, Operator, Requirement};
+use crate::selector::PoolSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+/// A selector from `matchExpressions` given as (key, operator, values).
+fn expressions(exprs: &[(&str, &str, &[&str])]) -> PoolSelector {
+    PoolSelector::from(&LabelSelector {
+        match_labels: None,
+        match_expressions: Some(
+            exprs
+                .iter()
+                .map(|(key, op, values)| LabelSelectorRequirement {
+                    key: key.to_string(),
+                    operator: op.to_string(),
+                    values: (!values.is_empty())
+                        .then(|| values.iter().map(|v| v.to_string()).collect()),
+                })
+                .collect(),
+        ),
+    })
+}
 
 pub(crate) fn block(s: &str) -> Block {
     match s.split_once('-') {
@@ -38,13 +57,15 @@ fn with_labels(mut s: Service, labels: &[(&str, &str)]) -> Service {
 }
 
 fn selecting(mut p: Pool, labels: &[(&str, &str)]) -> Pool {
-    p.selector = Some(LabelSelector {
-        match_labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        match_expressions: vec![],
-    });
+    p.selector = Some(PoolSelector::from(&LabelSelector {
+        match_labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        match_expressions: None,
+    }));
     p
 }
 
@@ -287,34 +308,20 @@ fn no_pool_at_all() {
 #[test]
 fn selector_with_pseudo_labels_and_expressions() {
     let mut by_ns = pool("by-ns", &["10.0.1.0/24"]);
-    by_ns.selector = Some(LabelSelector {
-        match_labels: Default::default(),
-        match_expressions: vec![Requirement {
-            key: "io.kubernetes.service.namespace".into(),
-            operator: Operator::In,
-            values: ["team-a".to_string()].into(),
-        }],
-    });
+    by_ns.selector = Some(expressions(&[(
+        "io.kubernetes.service.namespace",
+        "In",
+        &["team-a"],
+    )]));
     let by_name = selecting(
         pool("by-name", &["10.0.2.0/24"]),
         &[("io.kubernetes.service.name", "special")],
     );
     let mut not_prod = pool("not-prod", &["10.0.3.0/24"]);
-    not_prod.selector = Some(LabelSelector {
-        match_labels: Default::default(),
-        match_expressions: vec![
-            Requirement {
-                key: "env".into(),
-                operator: Operator::NotIn,
-                values: ["prod".to_string()].into(),
-            },
-            Requirement {
-                key: "tier".into(),
-                operator: Operator::Exists,
-                values: Default::default(),
-            },
-        ],
-    });
+    not_prod.selector = Some(expressions(&[
+        ("env", "NotIn", &["prod"]),
+        ("tier", "Exists", &[]),
+    ]));
     let a = alloc(
         vec![by_ns, by_name, not_prod],
         vec![

@@ -9,7 +9,7 @@ use l2announcer_api::ip_pool::{self as api, AllowFirstLastIps, CiliumLoadBalance
 
 use crate::addr::{Block, Family};
 use crate::model::{Condition, IpFamilyPolicy, Pool, Port, Service, ServiceKey};
-use crate::selector::LabelSelector;
+use crate::selector::PoolSelector;
 
 fn created(meta: &ObjectMeta) -> i64 {
     meta.creation_timestamp
@@ -149,7 +149,7 @@ pub fn pool_from_crd(pool: &CiliumLoadBalancerIPPool) -> Pool {
     }
     out.allow_first_last = pool.spec.allow_first_last_ips != Some(AllowFirstLastIps::No);
     out.disabled = pool.spec.disabled;
-    out.selector = pool.spec.service_selector.as_ref().map(LabelSelector::from);
+    out.selector = pool.spec.service_selector.as_ref().map(PoolSelector::from);
     out.conditions = pool
         .status
         .iter()
@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(p.blocks[1].range.size(), 1);
         assert_eq!(p.invalid_blocks.len(), 1);
         assert!(!p.allow_first_last && p.disabled);
-        assert_eq!(p.selector, Some(LabelSelector::default()));
+        assert_eq!(p.selector, Some(PoolSelector::default()));
         let default = pool_from_crd(&CiliumLoadBalancerIPPool::new("d", Default::default()));
         assert!(default.allow_first_last && !default.disabled && default.selector.is_none());
     }

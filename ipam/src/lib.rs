@@ -58,4 +58,4 @@ pub use convert::{pool_from_crd, service_from_k8s};
 pub use model::{
     Condition, Config, FamilyRequest, IpFamilyPolicy, Pool, Port, Service, ServiceKey,
 };
-pub use selector::{LabelSelector, Operator, Requirement};
+pub use selector::PoolSelector;

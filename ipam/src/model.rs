@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::addr::{Block, BlockError, Family};
-use crate::selector::LabelSelector;
+use crate::selector::PoolSelector;
 
 /// Default load balancer class handled besides class-less services.
 pub const L2_ANNOUNCER_CLASS: &str = "io.cilium/l2-announcer";
@@ -255,7 +255,7 @@ pub struct Pool {
     pub allow_first_last: bool,
     pub disabled: bool,
     /// `None` selects every service.
-    pub selector: Option<LabelSelector>,
+    pub selector: Option<PoolSelector>,
     /// Conditions as they are on the object now.
     pub conditions: Vec<Condition>,
 }

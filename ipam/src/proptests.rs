@@ -9,7 +9,8 @@ use proptest::prelude::*;
 use crate::addr::{Block, Family};
 use crate::allocator::{Allocator, Event};
 use crate::model::{Config, IpFamilyPolicy, Pool, Port, Service, ServiceKey};
-use crate::selector::LabelSelector;
+use crate::selector::PoolSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 const BLOCKS: &[&str] = &[
     "10.0.0.0/29",
@@ -45,11 +46,11 @@ fn addr(i: usize) -> IpAddr {
     ADDRESSES[i % ADDRESSES.len()].parse().unwrap()
 }
 
-fn color_selector(color: &str) -> LabelSelector {
-    LabelSelector {
-        match_labels: [("color".to_string(), color.to_string())].into(),
-        match_expressions: vec![],
-    }
+fn color_selector(color: &str) -> PoolSelector {
+    PoolSelector::from(&LabelSelector {
+        match_labels: Some([("color".to_string(), color.to_string())].into()),
+        match_expressions: None,
+    })
 }
 
 fn arb_pool(index: usize) -> impl Strategy<Value = Pool> {

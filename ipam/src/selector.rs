@@ -1,181 +1,89 @@
-//! Kubernetes label selectors (matchLabels + matchExpressions), matched against a label set.
+//! A pool's `serviceSelector`, built by k8s-select as `metav1.LabelSelectorAsSelector` does.
+//! A selector Kubernetes would refuse (unknown operator, `In` without values, a bad key)
+//! matches nothing: Cilium fails to build it and allocates nothing from the pool.
 
-use std::collections::{BTreeMap, BTreeSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use l2announcer_k8s_select::{Labels, Selector, SelectorError};
 
-/// Operator of a selector requirement.
+/// A pool's service selector: the built selector, or why it could not be built.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Operator {
-    In,
-    NotIn,
-    Exists,
-    DoesNotExist,
-    /// An operator Kubernetes does not know: the selector then matches nothing (Cilium fails
-    /// to build such a selector and allocates nothing from the pool).
-    Invalid(String),
-}
+pub struct PoolSelector(Result<Selector, SelectorError>);
 
-impl Operator {
-    pub fn parse(s: &str) -> Operator {
-        match s {
-            "In" => Operator::In,
-            "NotIn" => Operator::NotIn,
-            "Exists" => Operator::Exists,
-            "DoesNotExist" => Operator::DoesNotExist,
-            other => Operator::Invalid(other.to_string()),
-        }
+impl PoolSelector {
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.0.as_ref().is_ok_and(|s| s.matches(labels))
+    }
+
+    /// Why the selector is invalid, if it is.
+    pub fn error(&self) -> Option<&SelectorError> {
+        self.0.as_ref().err()
     }
 }
 
-/// One `matchExpressions` entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Requirement {
-    pub key: String,
-    pub operator: Operator,
-    pub values: BTreeSet<String>,
-}
-
-/// A label selector; the requirements are ANDed, an empty selector matches everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LabelSelector {
-    pub match_labels: BTreeMap<String, String>,
-    pub match_expressions: Vec<Requirement>,
-}
-
-impl LabelSelector {
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|r| r.matches(labels))
+/// The empty selector: it matches every Service.
+impl Default for PoolSelector {
+    fn default() -> Self {
+        PoolSelector(Ok(Selector::default()))
     }
 }
 
-impl Requirement {
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let value = labels.get(&self.key);
-        match &self.operator {
-            // Kubernetes rejects In/NotIn without values and Exists/DoesNotExist with values
-            // when building the selector; such a selector matches nothing.
-            Operator::In | Operator::NotIn if self.values.is_empty() => false,
-            Operator::Exists | Operator::DoesNotExist if !self.values.is_empty() => false,
-            Operator::In => value.is_some_and(|v| self.values.contains(v)),
-            Operator::NotIn => value.is_none_or(|v| !self.values.contains(v)),
-            Operator::Exists => value.is_some(),
-            Operator::DoesNotExist => value.is_none(),
-            Operator::Invalid(_) => false,
-        }
-    }
-}
-
-impl From<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector> for LabelSelector {
-    fn from(s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> Self {
-        LabelSelector {
-            match_labels: s.match_labels.clone().unwrap_or_default(),
-            match_expressions: s
-                .match_expressions
-                .iter()
-                .flatten()
-                .map(|r| Requirement {
-                    key: r.key.clone(),
-                    operator: Operator::parse(&r.operator),
-                    values: r.values.iter().flatten().cloned().collect(),
-                })
-                .collect(),
-        }
+impl From<&LabelSelector> for PoolSelector {
+    fn from(s: &LabelSelector) -> Self {
+        PoolSelector(Selector::new(s))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
 
-    fn req(key: &str, op: &str, values: &[&str]) -> Requirement {
-        Requirement {
-            key: key.into(),
-            operator: Operator::parse(op),
-            values: values.iter().map(|v| v.to_string()).collect(),
-        }
-    }
-
-    fn sel(expr: Requirement) -> LabelSelector {
-        LabelSelector {
-            match_labels: BTreeMap::new(),
-            match_expressions: vec![expr],
-        }
+    fn expr(key: &str, op: &str, values: &[&str]) -> PoolSelector {
+        PoolSelector::from(&LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: key.into(),
+                operator: op.into(),
+                values: (!values.is_empty())
+                    .then(|| values.iter().map(|v| v.to_string()).collect()),
+            }]),
+        })
     }
 
     #[test]
     fn empty_selector_matches_everything() {
-        assert!(LabelSelector::default().matches(&labels(&[])));
-        assert!(LabelSelector::default().matches(&labels(&[("a", "b")])));
+        assert!(PoolSelector::default().matches(&labels(&[])));
+        assert!(PoolSelector::from(&LabelSelector::default()).matches(&labels(&[("a", "b")])));
     }
 
     #[test]
-    fn match_labels_need_equal_values() {
-        let s = LabelSelector {
-            match_labels: labels(&[("color", "red")]),
-            match_expressions: vec![],
-        };
-        assert!(s.matches(&labels(&[("color", "red"), ("x", "y")])));
-        assert!(!s.matches(&labels(&[("color", "blue")])));
-        assert!(!s.matches(&labels(&[])));
-    }
-
-    #[test]
-    fn operators() {
-        let l = labels(&[("color", "blue"), ("tier", "")]);
-        assert!(sel(req("color", "In", &["blue", "cyan"])).matches(&l));
-        assert!(!sel(req("color", "In", &["red"])).matches(&l));
-        assert!(!sel(req("missing", "In", &["red"])).matches(&l));
-        assert!(sel(req("color", "NotIn", &["red"])).matches(&l));
-        assert!(sel(req("missing", "NotIn", &["red"])).matches(&l));
-        assert!(!sel(req("color", "NotIn", &["blue"])).matches(&l));
-        assert!(sel(req("tier", "Exists", &[])).matches(&l));
-        assert!(!sel(req("missing", "Exists", &[])).matches(&l));
-        assert!(sel(req("missing", "DoesNotExist", &[])).matches(&l));
-        assert!(!sel(req("tier", "DoesNotExist", &[])).matches(&l));
-    }
-
-    #[test]
-    fn malformed_requirements_match_nothing() {
+    fn valid_selectors_match_as_kubernetes_does() {
         let l = labels(&[("color", "blue")]);
-        assert!(!sel(req("color", "Equals", &["blue"])).matches(&l));
-        assert!(!sel(req("color", "In", &[])).matches(&l));
-        assert!(!sel(req("missing", "NotIn", &[])).matches(&l));
-        assert!(!sel(req("color", "Exists", &["blue"])).matches(&l));
+        assert!(expr("color", "In", &["blue", "cyan"]).matches(&l));
+        assert!(!expr("color", "NotIn", &["blue"]).matches(&l));
+        assert!(expr("tier", "DoesNotExist", &[]).matches(&l));
     }
 
     #[test]
-    fn requirements_are_anded() {
-        let s = LabelSelector {
-            match_labels: labels(&[("a", "1")]),
-            match_expressions: vec![req("b", "Exists", &[]), req("c", "DoesNotExist", &[])],
-        };
-        assert!(s.matches(&labels(&[("a", "1"), ("b", "x")])));
-        assert!(!s.matches(&labels(&[("a", "1"), ("b", "x"), ("c", "")])));
-        assert!(!s.matches(&labels(&[("a", "2"), ("b", "x")])));
-    }
-
-    #[test]
-    fn converts_from_k8s_selector() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
-        let k = meta::LabelSelector {
-            match_labels: Some(labels(&[("a", "1")])),
-            match_expressions: Some(vec![meta::LabelSelectorRequirement {
-                key: "b".into(),
-                operator: "In".into(),
-                values: Some(vec!["x".into(), "y".into()]),
-            }]),
-        };
-        let s = LabelSelector::from(&k);
-        assert_eq!(s.match_labels, labels(&[("a", "1")]));
-        assert_eq!(s.match_expressions, vec![req("b", "In", &["x", "y"])]);
+    fn invalid_selectors_match_nothing_and_say_why() {
+        let l = labels(&[("color", "blue")]);
+        for s in [
+            expr("color", "Equals", &["blue"]),
+            expr("color", "In", &[]),
+            expr("missing", "NotIn", &[]),
+            expr("color", "Exists", &["blue"]),
+            expr("bad key!", "Exists", &[]),
+        ] {
+            assert!(!s.matches(&l), "{s:?}");
+            assert!(s.error().is_some(), "{s:?}");
+        }
     }
 }
