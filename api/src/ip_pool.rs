@@ -259,9 +259,7 @@ fn service_selector_schema(_: &mut SchemaGenerator) -> Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-        JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
-    };
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
     use serde_json::{Value, json};
 
     fn schema_of(crd: &CustomResourceDefinition, version: &str) -> JSONSchemaProps {
@@ -283,104 +281,13 @@ mod tests {
         serde_json::to_value(schema_of(crd, version)).unwrap()
     }
 
-    /// A small structural validator: what the API server checks for these schemas (types,
-    /// enums, required, patterns, maxLength, format cidr) and fields it would prune.
-    fn validate(value: &Value, schema: &JSONSchemaProps, path: &str, errors: &mut Vec<String>) {
-        if value.is_null() {
-            // The API server drops nulls of non-nullable fields; Go decodes them as zero.
-            return;
-        }
-        if let Some(allowed) = &schema.enum_
-            && !allowed.iter().any(|a| a.0 == *value)
-        {
-            errors.push(format!("{path}: {value} not in enum"));
-        }
-        match schema.type_.as_deref() {
-            Some("object") => {
-                let Some(map) = value.as_object() else {
-                    errors.push(format!("{path}: not an object"));
-                    return;
-                };
-                for req in schema.required.iter().flatten() {
-                    if !map.contains_key(req) {
-                        errors.push(format!("{path}: missing required {req}"));
-                    }
-                }
-                for (k, v) in map {
-                    let p = format!("{path}.{k}");
-                    if let Some(sub) = schema.properties.as_ref().and_then(|ps| ps.get(k)) {
-                        validate(v, sub, &p, errors);
-                    } else if let Some(JSONSchemaPropsOrBool::Schema(sub)) =
-                        &schema.additional_properties
-                    {
-                        validate(v, sub, &p, errors);
-                    } else if path.is_empty()
-                        && ["apiVersion", "kind", "metadata"].contains(&k.as_str())
-                    {
-                        // ObjectMeta and type meta are validated by the API server itself.
-                    } else {
-                        errors.push(format!("{p}: unknown field (would be pruned)"));
-                    }
-                }
-            }
-            Some("array") => {
-                let Some(items) = value.as_array() else {
-                    errors.push(format!("{path}: not an array"));
-                    return;
-                };
-                if let Some(JSONSchemaPropsOrArray::Schema(sub)) = &schema.items {
-                    for (i, v) in items.iter().enumerate() {
-                        validate(v, sub, &format!("{path}[{i}]"), errors);
-                    }
-                }
-            }
-            Some("string") => {
-                let Some(s) = value.as_str() else {
-                    errors.push(format!("{path}: not a string"));
-                    return;
-                };
-                if let Some(max) = schema.max_length
-                    && s.chars().count() as i64 > max
-                {
-                    errors.push(format!("{path}: longer than {max}"));
-                }
-                if let Some(p) = &schema.pattern
-                    && !regex::Regex::new(p).unwrap().is_match(s)
-                {
-                    errors.push(format!("{path}: {s:?} does not match {p}"));
-                }
-                // Cilium's Go clients send `cidr: ""` for start/stop blocks, so the API server
-                // evidently lets the empty string through its format check.
-                if schema.format.as_deref() == Some("cidr") && !s.is_empty() && !is_cidr(s) {
-                    errors.push(format!("{path}: {s:?} is not a CIDR"));
-                }
-            }
-            Some("boolean") if !value.is_boolean() => errors.push(format!("{path}: not a boolean")),
-            Some("integer") if !value.is_i64() => errors.push(format!("{path}: not an integer")),
-            _ => {}
-        }
-    }
-
-    fn is_cidr(s: &str) -> bool {
-        let Some((addr, len)) = s.split_once('/') else {
-            return false;
-        };
-        let Ok(addr) = addr.parse::<std::net::IpAddr>() else {
-            return false;
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        len.parse::<u8>().is_ok_and(|l| l <= max)
-    }
-
     fn validate_against_crd(doc: &Value) -> Vec<String> {
         let crd = crd().unwrap();
         let version = doc["apiVersion"]
             .as_str()
             .unwrap()
             .trim_start_matches("cilium.io/");
-        let mut errors = Vec::new();
-        validate(doc, &schema_of(&crd, version), "", &mut errors);
-        errors
+        crate::schema::validate::errors(doc, &schema_json(&crd, version))
     }
 
     /// Pools as Cilium's documentation (LB IPAM page) and users write them, in both versions.

@@ -221,77 +221,8 @@ mod tests {
         serde_json::to_value(props).unwrap()
     }
 
-    /// What the API server checks for this schema: types, enums, required, patterns,
-    /// lengths, and unknown fields (which it would prune). Nulls of fields that are not
-    /// nullable are pruned by the API server, so they are accepted here.
-    fn validate(value: &Value, schema: &Value, path: &str, errors: &mut Vec<String>) {
-        if value.is_null() {
-            return;
-        }
-        if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
-            && !allowed.contains(value)
-        {
-            errors.push(format!("{path}: {value} not in enum"));
-        }
-        let ok = match schema["type"].as_str() {
-            Some("object") => value.is_object(),
-            Some("array") => value.is_array(),
-            Some("string") => value.is_string(),
-            Some("boolean") => value.is_boolean(),
-            Some("integer") => value.is_i64(),
-            _ => true,
-        };
-        if !ok {
-            errors.push(format!("{path}: {value} has the wrong type"));
-            return;
-        }
-        if let Some(map) = value.as_object() {
-            for req in schema["required"].as_array().into_iter().flatten() {
-                if !map.contains_key(req.as_str().unwrap()) {
-                    errors.push(format!("{path}: missing required {req}"));
-                }
-            }
-            for (k, v) in map {
-                let p = format!("{path}.{k}");
-                if let Some(sub) = schema["properties"].get(k) {
-                    validate(v, sub, &p, errors);
-                } else if let Some(sub) = schema.get("additionalProperties") {
-                    validate(v, sub, &p, errors);
-                } else if !(path.is_empty()
-                    && ["apiVersion", "kind", "metadata"].contains(&k.as_str()))
-                {
-                    errors.push(format!("{p}: unknown field (would be pruned)"));
-                }
-            }
-        }
-        if let Some(items) = value.as_array() {
-            for (i, v) in items.iter().enumerate() {
-                validate(v, &schema["items"], &format!("{path}[{i}]"), errors);
-            }
-        }
-        if let Some(s) = value.as_str() {
-            if let Some(max) = schema["maxLength"].as_u64()
-                && s.chars().count() as u64 > max
-            {
-                errors.push(format!("{path}: longer than {max}"));
-            }
-            if let Some(min) = schema["minLength"].as_u64()
-                && (s.chars().count() as u64) < min
-            {
-                errors.push(format!("{path}: shorter than {min}"));
-            }
-            if let Some(p) = schema["pattern"].as_str()
-                && !regex::Regex::new(p).unwrap().is_match(s)
-            {
-                errors.push(format!("{path}: {s:?} does not match {p}"));
-            }
-        }
-    }
-
     fn errors_of(doc: &Value) -> Vec<String> {
-        let mut errors = Vec::new();
-        validate(doc, &schema(), "", &mut errors);
-        errors
+        crate::schema::validate::errors(doc, &schema())
     }
 
     fn docs(yaml: &str) -> Vec<Value> {
