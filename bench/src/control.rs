@@ -265,20 +265,32 @@ pub fn takeover(ctx: &Ctx) -> anyhow::Result<Section> {
     }
     let dual_total: usize = cells.iter().map(|c| c.dual).sum();
     let secs = |x: f64| format!("{:.2} s", x / 1000.0);
+    let (term, killed) = (&summaries[0], &summaries[1]);
     let headline = vec![
         Headline::new(
             "Takeover after SIGTERM, default timings (p50 / p99)",
-            format!("{} / {}", secs(summaries[0].p50), secs(summaries[0].p99)),
-            "Cilium: next candidate poll, ≈ 2–4.4 s (reference §2.8)".into(),
-            "lease released, watching nodes take over at once".into(),
+            format!("{} / {}", secs(term.p50), secs(term.p99)),
+            "Cilium: the next candidate poll, ≈ 2–4.4 s (reference §2.8)".into(),
+            if term.p99 < 2000.0 {
+                "p99 below Cilium's shortest".into()
+            } else {
+                "–".into()
+            },
         ),
         Headline::new(
             "Takeover after kill -9, default timings (p50 / p99)",
-            format!("{} / {}", secs(summaries[1].p50), secs(summaries[1].p99)),
+            format!("{} / {}", secs(killed.p50), secs(killed.p99)),
             "Cilium docs: 10–20 s window (reference §2.8)".into(),
-            "bound by the 15 s lease duration".into(),
+            "both bound by the 15 s lease duration".into(),
         ),
     ];
+    let series = |kill: bool| -> Vec<(String, Vec<f64>)> {
+        cells
+            .iter()
+            .filter(|c| c.label.starts_with("kill") == kill)
+            .map(|c| (c.label.clone(), c.samples.clone()))
+            .collect()
+    };
     Ok(Section {
         method: format!(
             "Three node namespaces run the real agent (generic XDP) against the API test kit, \
@@ -297,23 +309,34 @@ pub fn takeover(ctx: &Ctx) -> anyhow::Result<Section> {
             interval.as_millis()
         ),
         tables: vec![table],
-        plots: vec![Plot {
-            file: "takeover.svg".into(),
-            title: "Takeover after the holder stops (SIGTERM) or is killed (kill -9)".into(),
-            unit: "ms".into(),
-            kind: PlotKind::Samples(
-                cells
-                    .iter()
-                    .map(|c| (c.label.clone(), c.samples.clone()))
-                    .collect(),
-            ),
-        }],
+        plots: vec![
+            Plot {
+                file: "takeover-sigterm.svg".into(),
+                title: "Takeover after SIGTERM of the holder".into(),
+                unit: "ms".into(),
+                kind: PlotKind::Samples(series(false)),
+            },
+            Plot {
+                file: "takeover-kill.svg".into(),
+                title: "Takeover after kill -9 of the holder".into(),
+                unit: "ms".into(),
+                kind: PlotKind::Samples(series(true)),
+            },
+        ],
         headline,
         notes: vec![
             format!(
                 "Addresses answered by more than one MAC after the handover, over all trials: \
                  {dual_total}."
             ),
+            "What the design predicts: on SIGTERM the agent removes its XDP entries, then \
+             releases its leases; a free lease is taken by the best-ranked remaining node after \
+             retry period / 2 per rank (the stopped node still ranks, having a Node object): \
+             1 s at the default timings, 250 ms at the fast ones. After kill -9 the others wait \
+             for the lease to expire, judged from when they last saw it renewed (every 5 s at \
+             the defaults, 750 ms at the fast timings): duration − time since the last renewal \
+             + the rank delay, about 11–16 s at the defaults and 2.5–3.25 s at the fast ones."
+                .into(),
             "The samples of one trial share one signal and so are not independent: the trials \
              column says how many independent events they come from."
                 .into(),
@@ -784,14 +807,17 @@ pub fn agent_resources(ctx: &Ctx) -> anyhow::Result<Section> {
             "RSS (MiB)",
             "peak RSS (MiB)",
             "CPU (% of one core)",
-            "lease requests/s",
-            "XDP entries",
+            "API kit CPU (%)",
+            "lease requests/s (needed: N / 5 s)",
+            "leases lost in the window",
+            "XDP entries at the end",
         ],
     );
     let mut rss_bars = Vec::new();
     let mut cpu_bars = Vec::new();
     let mut raw = Vec::new();
     let mut rows = Vec::new();
+    let mut unsettled = Vec::new();
     for &n in sizes {
         let mut lab = Lab::new(1, 4 * n + 10_000)?;
         let ips = addresses([10, 90], n);
@@ -802,36 +828,45 @@ pub fn agent_resources(ctx: &Ctx) -> anyhow::Result<Section> {
             .collect();
         lab.create_services(&svcs)?;
         // From the agent's start (services already there) until every address is in its XDP
-        // map (its status) and every lease is held.
+        // map (its status). Polled less often for large N: the status reads every map entry.
+        let poll = Duration::from_millis(if n > 1_000 { 1_000 } else { 250 });
+        let limit = Duration::from_secs(if n > 1_000 { 120 } else { 60 });
         let started = Instant::now();
         lab.start_agent(0, &DEFAULT_TIMINGS);
         let agent = lab.nodes[0].agent.as_ref().expect("agent");
-        let deadline = started + Duration::from_secs(300);
-        let mut announced;
-        loop {
-            announced = agent.status()["announcements"]
+        let count = |agent: &l2announcer_tests::Agent| {
+            agent.status()["announcements"]
                 .as_array()
                 .map(Vec::len)
-                .unwrap_or(0);
+                .unwrap_or(0)
+        };
+        let mut most = 0;
+        let all_announced = loop {
+            let announced = count(agent);
+            most = most.max(announced);
             if announced >= n {
-                break;
+                break Some(started.elapsed().as_secs_f64());
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{n} services: {announced} announced after 300 s"
-            );
-            sleep(Duration::from_millis(250));
+            if started.elapsed() > limit {
+                break None;
+            }
+            sleep(poll);
+        };
+        if all_announced.is_some() {
+            lab.wait_held(&ips, Duration::from_secs(60))?;
         }
-        let all_announced = started.elapsed().as_secs_f64();
-        lab.wait_held(&ips, Duration::from_secs(60))?;
         sleep(Duration::from_secs(3));
-        let pid = lab.agent_pid(0).expect("agent pid");
+        let agent = lab.nodes[0].agent.as_ref().expect("agent");
+        let pid = agent.child.id();
+        let lost_before = lost_leases(&agent.log);
         let audit = lab.kit().audit();
         audit.clear();
         let cpu0 = cpu_seconds(pid);
+        let kit0 = cpu_seconds(std::process::id());
         let t0 = Instant::now();
         sleep(window);
         let cpu1 = cpu_seconds(pid);
+        let kit1 = cpu_seconds(std::process::id());
         let wall = t0.elapsed().as_secs_f64();
         let lease_requests: u64 = audit
             .by_user_verb_resource()
@@ -840,39 +875,61 @@ pub fn agent_resources(ctx: &Ctx) -> anyhow::Result<Section> {
             .map(|(_, n)| *n)
             .sum();
         let (rss, hwm) = memory_kib(pid);
+        let lost = lost_leases(&agent.log).saturating_sub(lost_before);
+        let entries = count(agent);
         let cpu_pct = (cpu1 - cpu0) / wall * 100.0;
+        let kit_pct = (kit1 - kit0) / wall * 100.0;
         let lease_rate = lease_requests as f64 / wall;
         let label = fmt(n as f64);
+        let announced_cell = match all_announced {
+            Some(t) => format!("{t:.1}"),
+            None => {
+                unsettled.push(format!(
+                    "{label} services: not all announced within {} s (at most {} at once); \
+                     {lost} leases lost in the {} s window",
+                    limit.as_secs(),
+                    fmt(most as f64),
+                    window.as_secs()
+                ));
+                format!("not within {} s (at most {})", limit.as_secs(), most)
+            }
+        };
         table.row(vec![
             label.clone(),
-            format!("{all_announced:.1}"),
+            announced_cell,
             fmt(rss as f64 / 1024.0),
             fmt(hwm as f64 / 1024.0),
             fmt(cpu_pct),
-            fmt(lease_rate),
-            announced.to_string(),
+            fmt(kit_pct),
+            format!("{} ({})", fmt(lease_rate), fmt(n as f64 / 5.0)),
+            lost.to_string(),
+            entries.to_string(),
         ]);
         rss_bars.push((format!("{label} services: RSS MiB"), rss as f64 / 1024.0));
         cpu_bars.push((format!("{label} services: CPU %"), cpu_pct));
-        rows.push((n, rss, cpu_pct, all_announced));
+        rows.push((n, rss, cpu_pct, all_announced.is_some()));
         raw.push(json!({
-            "services": n, "all_announced_s": all_announced, "rss_kib": rss, "peak_rss_kib": hwm,
-            "cpu_seconds": cpu1 - cpu0, "window_s": wall, "cpu_percent": cpu_pct,
-            "lease_requests": lease_requests, "xdp_entries": announced,
+            "services": n, "all_announced_s": all_announced, "most_announced": most,
+            "rss_kib": rss, "peak_rss_kib": hwm, "cpu_seconds": cpu1 - cpu0, "window_s": wall,
+            "cpu_percent": cpu_pct, "kit_process_cpu_percent": kit_pct,
+            "lease_requests": lease_requests, "leases_lost_in_window": lost,
+            "xdp_entries_at_end": entries,
         }));
     }
-    let (n_last, rss_last, cpu_last, _) = *rows.last().expect("a size");
     Ok(Section {
         method: format!(
             "One node namespace runs the real agent (default timings 15 s / 5 s / 2 s, generic \
              XDP) against the API test kit, with N LoadBalancer Services that have addresses and \
              are all selected on `eno1` (N = {}); a fresh lab for each N. The Services exist \
              before the agent starts; \"all announced after\" is from the agent's start until \
-             `l2announcer status` lists N entries in the XDP map (polled every 250 ms). After \
-             every lease is held and 3 s more, over a {} s window: CPU = (utime + stime) delta \
-             from /proc/<pid>/stat over the wall time; RSS and peak RSS (VmRSS, VmHWM) from \
-             /proc/<pid>/status at its end; lease requests from the kit's audit log (the window is a \
-             multiple of the 5 s renew interval).",
+             `l2announcer status` lists N entries in the XDP map (polled every 250 ms, every 1 s \
+             above 1,000; given up after 60 s, 120 s above 1,000). After every lease is held (or \
+             the limit) and 3 s more, over a {} s window: CPU = (utime + stime) delta from \
+             /proc/<pid>/stat over the wall time, for the agent and for the benchmark process, \
+             which runs the API test kit; RSS and peak RSS (VmRSS, VmHWM) from /proc/<pid>/status \
+             at its end; lease requests from the kit's audit log (the window is a multiple of the \
+             5 s renew interval, so each held lease renews a fixed number of times in it); leases \
+             lost are the agent's `lease lost` log lines.",
             sizes
                 .iter()
                 .map(|n| fmt(*n as f64))
@@ -895,17 +952,33 @@ pub fn agent_resources(ctx: &Ctx) -> anyhow::Result<Section> {
                 kind: PlotKind::Bars(cpu_bars),
             },
         ],
-        headline: vec![Headline::new(
-            &format!("Agent RSS / CPU with {} services", fmt(n_last as f64)),
-            format!(
-                "{} MiB / {}% of a core",
-                fmt(rss_last as f64 / 1024.0),
-                fmt(cpu_last)
-            ),
-            "–".into(),
-            "–".into(),
-        )],
-        notes: vec![
+        headline: rows
+            .iter()
+            .filter(|(n, _, _, _)| *n >= 1_000)
+            .map(|(n, rss, cpu, settled)| {
+                Headline::new(
+                    &format!(
+                        "Agent RSS / CPU holding {} addresses, default timings",
+                        fmt(*n as f64)
+                    ),
+                    format!(
+                        "{} MiB / {}% of a core{}",
+                        fmt(*rss as f64 / 1024.0),
+                        fmt(*cpu),
+                        if *settled {
+                            ""
+                        } else {
+                            " (did not hold them all: see notes)"
+                        }
+                    ),
+                    "–".into(),
+                    "–".into(),
+                )
+            })
+            .collect(),
+        notes: unsettled
+            .into_iter()
+            .chain([
             "One node holds every lease, so this is the holder's cost: renewals every 5 s per \
              lease at the default timings. A node that only watches (a candidate) does less."
                 .into(),
@@ -914,8 +987,19 @@ pub fn agent_resources(ctx: &Ctx) -> anyhow::Result<Section> {
             "The RSS includes the loaded BPF object's user-space side only; the kernel memory of \
              the BPF maps is not in RSS."
                 .into(),
-        ],
+            "The agent and the API test kit share this machine's cores: at large N the kit's \
+             own CPU (a column above) competes with the agent's."
+                .into(),
+        ])
+        .collect(),
         raw: json!({"sizes": raw}),
         ..Section::default()
     })
+}
+
+/// The agent's `lease lost` log lines so far.
+fn lost_leases(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .map(|t| t.lines().filter(|l| l.contains("lease lost")).count())
+        .unwrap_or(0)
 }

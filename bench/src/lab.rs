@@ -189,11 +189,6 @@ impl Lab {
         }
     }
 
-    /// The pid of node `i`'s agent.
-    pub fn agent_pid(&self, i: usize) -> Option<u32> {
-        self.nodes[i].agent.as_ref().map(|a| a.child.id())
-    }
-
     /// Creates a LoadBalancer Service (no address yet).
     pub fn create_service(&self, name: &str) -> anyhow::Result<()> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), "default");

@@ -261,7 +261,10 @@ fn one(n: usize) -> anyhow::Result<Run> {
 
 /// "p50 (min–max)" of counts, as integers.
 fn count_spread(s: &Summary) -> String {
-    format!("{} ({}–{})", s.p50, s.min, s.max)
+    let f = |x: f64| {
+        if x >= 1000.0 { fmt(x) } else { format!("{x}") }
+    };
+    format!("{} ({}–{})", f(s.p50), f(s.min), f(s.max))
 }
 
 fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
