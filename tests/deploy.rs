@@ -23,6 +23,7 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube_testkit::TestKit;
+use l2announcer_tests::{Kubectl, file_docs, yaml_docs};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -42,21 +43,6 @@ fn seed_fixture() -> Vec<Value> {
         .iter()
         .flat_map(|f| file_docs(&root().join("tests/fixtures/seed").join(f)))
         .collect()
-}
-
-/// The YAML documents of a text, as JSON values (empty documents dropped).
-fn yaml_docs(text: &str, what: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|d| {
-            <Value as serde::Deserialize>::deserialize(d).unwrap_or_else(|e| panic!("{what}: {e}"))
-        })
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn file_docs(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    yaml_docs(&text, &path.display().to_string())
 }
 
 /// Drops JSON nulls and empty objects that typed serialization leaves out or adds.
@@ -675,35 +661,6 @@ fn helm_chart_lints_clean_and_lint_catches_a_broken_chart() {
     );
 }
 
-struct Kubectl {
-    kubeconfig: PathBuf,
-}
-
-impl Kubectl {
-    fn run(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .env(
-                "KUBECACHEDIR",
-                self.kubeconfig.parent().unwrap().join("cache"),
-            )
-            .output()
-            .expect("kubectl");
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.run(args)
-            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
-    }
-}
-
 fn rules_of(docs: &[Value], kind: &str, name_suffix: &str) -> Value {
     docs.iter()
         .find(|d| {
@@ -836,6 +793,7 @@ fn helm_chart_installs_into_the_test_kit() {
     let kit = TestKit::spawn_blocking().expect("test kit");
     let kubeconfig = kit.kubeconfig_path().to_owned();
     let k = Kubectl {
+        netns: None,
         kubeconfig: kubeconfig.clone(),
     };
     let kc = kubeconfig.to_str().unwrap();
@@ -897,17 +855,23 @@ fn helm_chart_installs_into_the_test_kit() {
         );
     }
     // Objects are in the API: the CRDs from crds/, the workloads in the release namespace.
-    k.ok(&["get", "crd", "ciliuml2announcementpolicies.cilium.io"]);
-    k.ok(&["get", "crd", "ciliumloadbalancerippools.cilium.io"]);
-    let ds: Value = serde_json::from_str(&k.ok(&[
-        "-n",
-        "l2announcer",
-        "get",
-        "daemonset",
-        "l2announcer-agent",
-        "-o",
-        "json",
-    ]))
+    k.run(
+        &["get", "crd", "ciliuml2announcementpolicies.cilium.io"],
+        None,
+    );
+    k.run(&["get", "crd", "ciliumloadbalancerippools.cilium.io"], None);
+    let ds: Value = serde_json::from_str(&k.run(
+        &[
+            "-n",
+            "l2announcer",
+            "get",
+            "daemonset",
+            "l2announcer-agent",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
     .unwrap();
     let args = ds["spec"]["template"]["spec"]["containers"][0]["args"].clone();
     for a in [
@@ -924,18 +888,21 @@ fn helm_chart_installs_into_the_test_kit() {
         ds["spec"]["template"]["spec"]["containers"][0]["image"],
         "l2announcer/l2announcer:0.1.0"
     );
-    k.ok(&[
-        "-n",
-        "l2announcer",
-        "get",
-        "deployment",
-        "l2announcer-operator",
-    ]);
+    k.run(
+        &[
+            "-n",
+            "l2announcer",
+            "get",
+            "deployment",
+            "l2announcer-operator",
+        ],
+        None,
+    );
 
     // 2. Cilium-style values: no operator, other lease timings, ServiceMonitor and rules on.
     let crds = kubeconfig.parent().unwrap().join("prom-crds.yaml");
     std::fs::write(&crds, prometheus_operator_crds()).unwrap();
-    k.ok(&["apply", "-f", crds.to_str().unwrap()]);
+    k.run(&["apply", "-f", crds.to_str().unwrap()], None);
     let values = serde_json::json!({
         "image": {"repository": "registry.example/l2announcer", "tag": "dev"},
         "l2announcements": {"leaseDuration": "30s", "leaseRenewDeadline": "10s",
@@ -984,8 +951,8 @@ fn helm_chart_installs_into_the_test_kit() {
         rule["spec"], alerts[0],
         "chart rules differ from files/alerts.yaml"
     );
-    k.ok(&["-n", "edge", "get", "servicemonitor", "lab-agent"]);
-    k.ok(&["-n", "edge", "get", "prometheusrule", "lab"]);
+    k.run(&["-n", "edge", "get", "servicemonitor", "lab-agent"], None);
+    k.run(&["-n", "edge", "get", "prometheusrule", "lab"], None);
 
     // 3. Upgrade with other lease timings and without the operator: the DaemonSet in the API
     //    changes, the operator's objects go.
@@ -995,15 +962,18 @@ fn helm_chart_installs_into_the_test_kit() {
         "l2announcements": {"leaseDuration": "20s"}
     }));
     assert_eq!(upgraded["version"], 2, "{upgraded}");
-    let ds: Value = serde_json::from_str(&k.ok(&[
-        "-n",
-        "l2announcer",
-        "get",
-        "daemonset",
-        "l2announcer-agent",
-        "-o",
-        "json",
-    ]))
+    let ds: Value = serde_json::from_str(&k.run(
+        &[
+            "-n",
+            "l2announcer",
+            "get",
+            "daemonset",
+            "l2announcer-agent",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
     .unwrap();
     let args = &ds["spec"]["template"]["spec"]["containers"][0]["args"];
     assert!(
@@ -1013,13 +983,16 @@ fn helm_chart_installs_into_the_test_kit() {
             .any(|a| a == "--lease-duration=20s"),
         "{args}"
     );
-    let gone = k.run(&[
-        "-n",
-        "l2announcer",
-        "get",
-        "deployment",
-        "l2announcer-operator",
-    ]);
+    let gone = k.try_run(
+        &[
+            "-n",
+            "l2announcer",
+            "get",
+            "deployment",
+            "l2announcer-operator",
+        ],
+        None,
+    );
     assert!(
         gone.is_err_and(|e| e.contains("NotFound")),
         "operator left after upgrade"
@@ -1027,7 +1000,10 @@ fn helm_chart_installs_into_the_test_kit() {
 
     // 4. Uninstall removes the release's objects.
     release.uninstall();
-    let gone = k.run(&["-n", "l2announcer", "get", "daemonset", "l2announcer-agent"]);
+    let gone = k.try_run(
+        &["-n", "l2announcer", "get", "daemonset", "l2announcer-agent"],
+        None,
+    );
     assert!(
         gone.is_err_and(|e| e.contains("NotFound")),
         "DaemonSet left after uninstall"
@@ -1248,7 +1224,10 @@ fn readme_commands_run_against_the_test_kit() {
     }
     let kit = TestKit::spawn_blocking().expect("test kit");
     let kubeconfig = kit.kubeconfig_path().to_owned();
-    let k = Kubectl { kubeconfig };
+    let k = Kubectl {
+        netns: None,
+        kubeconfig,
+    };
     let values: Value = file_docs(&chart_path("values.yaml")).remove(0);
     let (mut kubectl_runs, mut helm_checks) = (0, 0);
     for command in &commands {
@@ -1296,8 +1275,14 @@ fn readme_commands_run_against_the_test_kit() {
         "{kubectl_runs} kubectl, {helm_checks} helm"
     );
     // The seed's objects went in, with the workloads.
-    k.ok(&["get", "ciliuml2announcementpolicy", "l2-policy-eno2"]);
-    k.ok(&["-n", "l2announcer", "get", "daemonset", "l2announcer-agent"]);
+    k.run(
+        &["get", "ciliuml2announcementpolicy", "l2-policy-eno2"],
+        None,
+    );
+    k.run(
+        &["-n", "l2announcer", "get", "daemonset", "l2announcer-agent"],
+        None,
+    );
 }
 
 /// `l2announcements.interfaces` with the seed's values gives the seed's policies and pools
@@ -1307,6 +1292,7 @@ fn helm_chart_creates_the_seeds_objects_from_interfaces() {
     let kit = TestKit::spawn_blocking().expect("test kit");
     let kubeconfig = kit.kubeconfig_path().to_owned();
     let k = Kubectl {
+        netns: None,
         kubeconfig: kubeconfig.clone(),
     };
     let values = serde_json::json!({
@@ -1353,6 +1339,6 @@ fn helm_chart_creates_the_seeds_objects_from_interfaces() {
         seed_fixture().into_iter().map(|o| (key(&o), o)).collect();
     assert_eq!(made, expected);
     for (kind, name) in made.keys() {
-        k.ok(&["get", &kind.to_lowercase(), name]);
+        k.run(&["get", &kind.to_lowercase(), name], None);
     }
 }

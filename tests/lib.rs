@@ -578,3 +578,21 @@ impl Kubectl {
         self.run(&["apply", "-f", "-"], Some(yaml));
     }
 }
+
+/// The YAML documents of a text, as JSON values (empty documents dropped); `what` names the
+/// text in a failure.
+pub fn yaml_docs(text: &str, what: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| {
+            <serde_json::Value as serde::Deserialize>::deserialize(d)
+                .unwrap_or_else(|e| panic!("{what}: {e}"))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The YAML documents of a file, as JSON values (empty documents dropped).
+pub fn file_docs(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    yaml_docs(&text, &path.display().to_string())
+}

@@ -12,7 +12,6 @@
 
 use std::{
     collections::BTreeSet,
-    io::Write as _,
     net::SocketAddr,
     path::PathBuf,
     process::{Command, Stdio},
@@ -20,7 +19,9 @@ use std::{
 };
 
 use kube_testkit::TestKit;
-use l2announcer_tests::{Agent, Netns, arping, eventually, in_netns, require_root, unique};
+use l2announcer_tests::{
+    Agent, Netns, arping, eventually, file_docs, in_netns, require_root, unique,
+};
 use serde_json::{Value, json};
 
 const API_ADDR: &str = "198.51.100.1";
@@ -56,24 +57,12 @@ fn deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
-/// The YAML documents of a file, as JSON values (empty documents dropped).
-fn yaml_docs(path: &std::path::Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| {
-            <Value as serde::Deserialize>::deserialize(d)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        })
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 fn agent_rbac() -> Vec<Value> {
-    yaml_docs(&deploy_dir().join("kustomize/base/agent/rbac.yaml"))
+    file_docs(&deploy_dir().join("kustomize/base/agent/rbac.yaml"))
 }
 
 fn operator_rbac() -> Vec<Value> {
-    yaml_docs(&deploy_dir().join("kustomize/base/operator/rbac.yaml"))
+    file_docs(&deploy_dir().join("kustomize/base/operator/rbac.yaml"))
 }
 
 /// One permission: API group, resource (with `/subresource`), verb, and the namespace it is
@@ -649,7 +638,7 @@ fn agent_works_with_deploy_rbac_and_is_granted_exactly_what_it_uses() {
     let stop_time = stopping.elapsed();
     assert!(ok, "agent did not exit cleanly:\n{log}");
     // Well within the DaemonSet's grace period, release included.
-    let ds = yaml_docs(&deploy_dir().join("kustomize/base/agent/daemonset.yaml"));
+    let ds = file_docs(&deploy_dir().join("kustomize/base/agent/daemonset.yaml"));
     let grace = ds[0]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         .as_u64()
         .unwrap();
