@@ -276,6 +276,31 @@ impl Lab {
         Ok(out)
     }
 
+    /// The renew time of every l2announcer lease, by address.
+    pub fn renew_times(&self) -> anyhow::Result<BTreeMap<Ipv4Addr, String>> {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
+        let list = self.rt.block_on(
+            api.list(&ListParams::default().labels("app.kubernetes.io/managed-by=l2announcer")),
+        )?;
+        let mut out = BTreeMap::new();
+        for lease in list.items {
+            let ip = lease
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("l2announcer.io/ip"))
+                .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+            let renew = lease
+                .spec
+                .and_then(|s| s.renew_time)
+                .map(|t| t.0.to_string());
+            if let (Some(ip), Some(renew)) = (ip, renew) {
+                out.insert(ip, renew);
+            }
+        }
+        Ok(out)
+    }
+
     /// Waits until every address in `ips` has a lease holder; how long that took.
     pub fn wait_held(&self, ips: &[Ipv4Addr], timeout: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
