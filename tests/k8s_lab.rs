@@ -622,6 +622,55 @@ fn a_deleted_service_stops_being_answered_and_its_lease_is_deleted() {
     );
 }
 
+/// A release that fails (the API answers errors just when the Services go) must not leave
+/// the leases behind for good: no later change would trigger a clean-up.
+#[test]
+fn leases_of_deleted_services_are_deleted_even_when_the_release_fails() {
+    let mut c = Cluster::new();
+    c.apply(SEED_POLICIES);
+    c.start_all();
+    let count = 6;
+    let names: Vec<String> = (0..count).map(|i| format!("svc-gc-{i}")).collect();
+    let leases: Vec<String> = (0..count)
+        .map(|i| format!("l2announcer-v4-192.168.3.{}", 200 + i))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  labels:\n    network.example.com/interface: eno1\nspec:\n  type: LoadBalancer\n  ports:\n    - port: 80\n"
+        ));
+        c.set_lb_ip(name, &format!("192.168.3.{}", 200 + i));
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || leases
+            .iter()
+            .all(|l| c.lease_holder_named(l).is_some())),
+        "every address is held"
+    );
+    let kit = c.api.as_ref().unwrap();
+    kit.faults().errors(500, 1.0);
+    // The Services go behind the fault's back; the agents see it on their open watches and
+    // their releases fail.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+                kube::Api::namespaced(kit.backdoor_client(), "default");
+            for name in &names {
+                api.delete(name, &Default::default()).await.unwrap();
+            }
+        });
+    std::thread::sleep(Duration::from_secs(2));
+    kit.faults().clear();
+    let mut left = String::new();
+    let gone = eventually(Duration::from_secs(20), || {
+        left = c.kubectl(&["-n", "kube-system", "get", "leases", "-o", "name"], None);
+        leases.iter().all(|l| !left.contains(l.as_str()))
+    });
+    assert!(gone, "leases of deleted Services left behind: {left}");
+}
+
 #[test]
 fn lease_api_cost_at_ciliums_default_timings() {
     // 12 addresses, 3 nodes, Cilium's default timings (15 s / 5 s / 2 s): holders renew every

@@ -285,6 +285,11 @@ impl Controller {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut selection_due: Option<Instant> = Some(Instant::now());
+        // Garbage is also collected on a timer, not only when a selection runs: a release
+        // that failed (the API erring just when the Services went) leaves a lease naming this
+        // node that no later change would clean up.
+        let gc_period = self.config.timings.lease_duration;
+        let mut gc_due = Instant::now() + gc_period;
         loop {
             let wake = self
                 .elections
@@ -319,6 +324,12 @@ impl Controller {
                     }
                 }
                 _ = tick.tick() => {
+                    // Only against a current selection: before the first one (or with one
+                    // pending) "not wanted" would include addresses that are.
+                    if Instant::now() >= gc_due && self.inputs_ready() && selection_due.is_none() {
+                        gc_due = Instant::now() + gc_period;
+                        self.collect_garbage(&self.all_wanted);
+                    }
                     self.check_wire_conflicts();
                     if self.links_changed() {
                         selection_due.get_or_insert(Instant::now());
