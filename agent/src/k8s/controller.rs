@@ -35,7 +35,7 @@ use kube::{
 use l2announcer_api::l2_policy::CiliumL2AnnouncementPolicy;
 use l2announcer_k8s_select::{
     Candidacy, Interfaces, PolicyInfo, Selection, ServiceInfo, ServiceKey, conditions_need_update,
-    desired_conditions, endpoint_index, lease_name, node_labels, rank,
+    desired_conditions, endpoint_index, lease_name, node_labels, ranking,
 };
 use regex::Regex;
 use serde_json::json;
@@ -549,14 +549,19 @@ impl Controller {
         for (ip, t) in &mut self.elections {
             if !candidacies.contains_key(ip) {
                 t.wanted = false;
-                t.election.set_eligible(false, 0, now);
+                t.election.set_eligible(false, Vec::new(), now);
                 t.wake_at = Some(now);
             }
         }
         for (ip, candidacy) in std::mem::take(&mut candidacies) {
             // A node competes only where it has an interface to announce on.
             let has_interface = links.iter().any(|l| candidacy.interfaces.matches(l));
-            let my_rank = rank(ip, &self.config.node_name, &candidacy.eligible_nodes);
+            // The eligible nodes ranked ahead of this one (all of them if it is not eligible).
+            let ahead: Vec<String> = ranking(ip, &candidacy.eligible_nodes)
+                .into_iter()
+                .take_while(|n| *n != self.config.node_name)
+                .map(str::to_owned)
+                .collect();
             let t = self.elections.entry(ip).or_insert_with(|| Tracked {
                 election: Election::new(
                     self.config.node_name.clone(),
@@ -570,7 +575,7 @@ impl Controller {
                 conflicts_seen: 0,
             });
             t.wanted = true;
-            t.election.set_eligible(has_interface, my_rank, now);
+            t.election.set_eligible(has_interface, ahead, now);
             t.candidacy = candidacy;
             t.wake_at = Some(now);
             if self.leases_synced {

@@ -133,6 +133,9 @@ struct Observed {
     record: LeaseRecord,
     /// When this node saw the claim (holder, renew time, transitions) last change.
     changed_at: Instant,
+    /// The holder, or after a release the node that released it: it is leaving, so it does
+    /// not count among the nodes ranked ahead of this one.
+    last_holder: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -153,7 +156,8 @@ pub struct Election {
     synced: bool,
     holding: Option<Holding>,
     eligible: bool,
-    rank: usize,
+    /// The eligible nodes ranked ahead of this one, best first.
+    ahead: Vec<String>,
     in_flight: bool,
     /// Earliest time for the next write attempt (after a failure).
     retry_at: Option<Instant>,
@@ -185,7 +189,7 @@ impl Election {
             synced: false,
             holding: None,
             eligible: false,
-            rank: 0,
+            ahead: Vec::new(),
             in_flight: false,
             retry_at: None,
             wire_conflict: false,
@@ -217,11 +221,19 @@ impl Election {
                     Some(old) if old.record.same_claim(&record) => old.changed_at,
                     _ => now,
                 };
+                let last_holder = record
+                    .holder
+                    .clone()
+                    .or_else(|| self.lease.as_ref().and_then(|o| o.last_holder.clone()));
                 if self.holding.is_some() && record.holder.as_deref() != Some(&self.me) {
                     // Somebody else holds it now: we lost it.
                     self.holding = None;
                 }
-                self.lease = Some(Observed { record, changed_at });
+                self.lease = Some(Observed {
+                    record,
+                    changed_at,
+                    last_holder,
+                });
             }
         }
     }
@@ -236,13 +248,24 @@ impl Election {
         self.observe(record, now);
     }
 
-    /// Whether this node may hold the lease, and its rank among the eligible nodes.
-    pub fn set_eligible(&mut self, eligible: bool, rank: usize, now: Instant) {
+    /// Whether this node may hold the lease, and the eligible nodes ranked ahead of it (best
+    /// first; its rank is their number).
+    pub fn set_eligible(&mut self, eligible: bool, ahead: Vec<String>, now: Instant) {
         if eligible && !self.eligible {
             self.wanted_since = Some(now);
         }
         self.eligible = eligible;
-        self.rank = rank;
+        self.ahead = ahead;
+    }
+
+    /// This node's rank for a lease last held by `last_holder`: the nodes ahead of it, less
+    /// that one. After a graceful stop (a release) or a crash (an expiry) the node that held
+    /// the lease is going away; counting it would make the next node wait a rank step.
+    fn rank_after(&self, last_holder: Option<&str>) -> usize {
+        self.ahead
+            .iter()
+            .filter(|n| Some(n.as_str()) != last_holder)
+            .count()
     }
 
     /// The XDP program counted another MAC claiming this address.
@@ -363,7 +386,7 @@ impl Election {
             (None, _) if !self.eligible || self.blind => None,
             (None, None) => {
                 let wanted = self.wanted_since.unwrap_or(now);
-                let at = wanted + self.timings.acquire_delay(self.rank);
+                let at = wanted + self.timings.acquire_delay(self.ahead.len());
                 if now >= at {
                     self.available_since = Some(wanted);
                     Some(Write::Create)
@@ -395,7 +418,10 @@ impl Election {
                         let at = if ours {
                             since
                         } else {
-                            since + self.timings.acquire_delay(self.rank)
+                            since
+                                + self
+                                    .timings
+                                    .acquire_delay(self.rank_after(lease.last_holder.as_deref()))
                         };
                         if now >= at {
                             let wanted = self.wanted_since.unwrap_or(since);
@@ -471,7 +497,7 @@ mod tests {
 
     fn node(name: &str, now: Instant) -> Election {
         let mut e = Election::new(name, Timings::default(), true);
-        e.set_eligible(true, 0, now);
+        e.set_eligible(true, ahead(0), now);
         e
     }
 
@@ -602,12 +628,52 @@ mod tests {
         assert_eq!(b.take_takeover_latency(t0 + 17 * S), None, "reported once");
     }
 
+    /// `n` nodes ranked ahead, none of them the ones the tests name.
+    fn ahead(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("ahead-{i}")).collect()
+    }
+
+    #[test]
+    fn the_node_that_released_or_let_expire_does_not_count_ahead() {
+        let t0 = Instant::now();
+        let ranked = |me: &str, ahead: &[&str]| {
+            let mut e = node(me, t0);
+            e.set_eligible(true, ahead.iter().map(|s| s.to_string()).collect(), t0);
+            e.observe(Some(record(Some("a"), "r1", "5")), t0);
+            e
+        };
+        // "a" stops gracefully: "b", ranked right after it, takes the lease at once; "c",
+        // after both, waits one step (not two).
+        let mut b = ranked("b", &["a"]);
+        let mut c = ranked("c", &["a", "b"]);
+        for e in [&mut b, &mut c] {
+            e.observe(Some(record(None, "r2", "6")), t0 + S);
+        }
+        assert!(matches!(
+            b.decide(t0 + S).write,
+            Some(Write::Acquire { .. })
+        ));
+        assert_eq!(c.decide(t0 + S).wake_at, Some(t0 + S + S));
+        // "a" crashes: at expiry (15 s after its last renewal was seen) "b" takes over at once.
+        let mut b = ranked("b", &["a"]);
+        let d = b.decide(t0 + 15 * S - S / 10);
+        assert_eq!((d.write, d.wake_at), (None, Some(t0 + 15 * S)));
+        assert!(matches!(
+            b.decide(t0 + 15 * S).write,
+            Some(Write::Acquire { .. })
+        ));
+        // A node that did not hold it still counts.
+        let mut c = ranked("c", &["b"]);
+        c.observe(Some(record(None, "r2", "6")), t0 + S);
+        assert_eq!(c.decide(t0 + S).wake_at, Some(t0 + S + S));
+    }
+
     #[test]
     fn a_released_lease_is_taken_at_once_by_the_best_ranked_and_later_by_others() {
         let t0 = Instant::now();
         let mut first = node("b", t0);
         let mut second = node("c", t0);
-        second.set_eligible(true, 2, t0);
+        second.set_eligible(true, ahead(2), t0);
         for e in [&mut first, &mut second] {
             e.observe(Some(record(Some("a"), "r1", "5")), t0);
             e.observe(Some(record(None, "r1", "6")), t0 + S);
@@ -625,7 +691,7 @@ mod tests {
     fn a_holder_whose_renewals_are_refused_stops_before_expiry() {
         let t0 = Instant::now();
         let mut e = Election::new("a", Timings::default(), true);
-        e.set_eligible(true, 0, t0);
+        e.set_eligible(true, ahead(0), t0);
         e.observe(None, t0);
         let w = e.decide(t0).write.unwrap();
         e.written(&w, WriteResult::Ok(record(Some("a"), "r1", "1")), t0);
@@ -640,7 +706,7 @@ mod tests {
         let t0 = Instant::now();
         for keep_on_outage in [false, true] {
             let mut e = Election::new("a", Timings::default(), keep_on_outage);
-            e.set_eligible(true, 0, t0);
+            e.set_eligible(true, ahead(0), t0);
             e.observe(None, t0);
             let w = e.decide(t0).write.unwrap();
             e.written(&w, WriteResult::Ok(record(Some("a"), "r1", "1")), t0);
@@ -680,7 +746,7 @@ mod tests {
         e.observe(None, t0);
         let w = e.decide(t0).write.unwrap();
         e.written(&w, WriteResult::Ok(record(Some("a"), "r1", "1")), t0);
-        e.set_eligible(false, 0, t0 + S);
+        e.set_eligible(false, ahead(0), t0 + S);
         assert!(
             !e.announcing(t0 + S),
             "stops answering before the release is written"
@@ -734,7 +800,7 @@ mod tests {
         let mut server: Option<LeaseRecord> = None;
         let mut rv = 0u64;
         let mut nodes = [node("a", t0), node("b", t0)];
-        nodes[1].set_eligible(true, 1, t0);
+        nodes[1].set_eligible(true, ahead(1), t0);
         for n in &mut nodes {
             n.observe(None, t0);
         }
@@ -745,7 +811,7 @@ mod tests {
             for i in 0..2 {
                 // Node a goes ineligible for a while, then comes back.
                 if i == 0 {
-                    nodes[0].set_eligible(!(100..200).contains(&step), 0, now);
+                    nodes[0].set_eligible(!(100..200).contains(&step), ahead(0), now);
                 }
                 if let Some(w) = nodes[i].decide(now).write {
                     let current = server.as_ref().map(|r| r.resource_version.clone());

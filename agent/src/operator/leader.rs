@@ -151,7 +151,7 @@ pub async fn run(
         tx,
     );
     let mut election = Election::new(config.identity.clone(), config.timings, false);
-    election.set_eligible(true, 0, Instant::now());
+    election.set_eligible(true, Vec::new(), Instant::now());
     let mut current: Option<Lease> = None;
     let mut listing: Option<Option<Lease>> = None;
     let mut wake: Option<Instant> = Some(Instant::now());
