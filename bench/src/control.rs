@@ -331,15 +331,12 @@ pub fn takeover(ctx: &Ctx) -> anyhow::Result<Section> {
             ),
             "What the design predicts: on SIGTERM the agent removes its XDP entries, then \
              releases its leases; a free lease is taken at once by the best-ranked remaining \
-             node, and by a node ranked k after k × retry period / 2. Ranks count every \
-             eligible Node object, the stopped one too: where the stopped node ranked first, \
-             the next waits one step (1 s at the default timings, 250 ms at the fast ones); \
-             where it held an address it had taken over earlier, the best-ranked node is alive \
-             and takes it in tens of ms. Hence two groups of SIGTERM samples. After kill -9 the \
-             others wait for the lease to expire, judged from when they last saw it renewed \
-             (every 5 s at the defaults, 750 ms at the fast timings): duration − time since the \
-             last renewal + the rank delay, about 11–16 s at the defaults and 2.5–3.25 s at the \
-             fast ones."
+             node, and by a node ranked k after k × retry period / 2. The node that last held \
+             a lease (released or expired) does not count in that ranking, so the next node \
+             takes it at once: tens of ms. After kill -9 the others wait for the lease to \
+             expire, judged from when they last saw it renewed (every 5 s at the defaults, \
+             750 ms at the fast timings): duration − time since the last renewal, about \
+             10–15 s at the defaults and 2.25–3 s at the fast ones."
                 .into(),
             "The samples of one trial share one signal and so are not independent: the trials \
              column says how many independent events they come from."
