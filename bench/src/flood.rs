@@ -403,11 +403,10 @@ fn blast(
             let mut buf = [0u8; 2048];
             loop {
                 match rx.recv(&mut buf) {
-                    Some(f) => {
-                        if family.is_answer(f) {
-                            replies.fetch_add(1, Ordering::Relaxed);
-                        }
+                    Some(f) if family.is_answer(f) => {
+                        replies.fetch_add(1, Ordering::Relaxed);
                     }
+                    Some(_) => {}
                     None if done.load(Ordering::Relaxed) => break,
                     None => {}
                 }
