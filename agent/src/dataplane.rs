@@ -407,15 +407,7 @@ impl Dataplane {
             .program(PROG_RESPONDER)
             .ok_or(DataplaneError::Missing(PROG_RESPONDER))?
             .try_into()?;
-        let ctx = xdp_md(ifindex, frame);
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })?;
-        out.truncate(result.data_size_out as usize);
+        let (result, out) = run_once(prog, ifindex, frame)?;
         Ok((result.return_value, out))
     }
 
@@ -432,14 +424,7 @@ impl Dataplane {
         if prog.fd().is_err() {
             prog.load()?;
         }
-        let ctx = xdp_md(ifindex, frame);
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })?;
+        let (result, _) = run_once(prog, ifindex, frame)?;
         Ok((result.return_value, result.duration))
     }
 
@@ -453,6 +438,25 @@ impl Dataplane {
         }
         Ok(())
     }
+}
+
+/// Runs `prog` once on `frame` arriving on `ifindex` (BPF_PROG_RUN): the kernel's result and
+/// the frame as the program left it.
+fn run_once(
+    prog: &Xdp,
+    ifindex: u32,
+    frame: &[u8],
+) -> Result<(aya::programs::TestRunResult, Vec<u8>), DataplaneError> {
+    let ctx = xdp_md(ifindex, frame);
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        ..TestRunOptions::default()
+    })?;
+    out.truncate(result.data_size_out as usize);
+    Ok((result, out))
 }
 
 /// `struct xdp_md` for BPF_PROG_RUN: data, data_end, data_meta, ingress_ifindex,
