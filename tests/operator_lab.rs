@@ -10,8 +10,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -24,7 +23,7 @@ use kube::{
     core::GroupVersionKind,
 };
 use kube_testkit::TestKit;
-use l2announcer_tests::{binary, eventually, unique};
+use l2announcer_tests::{binary, cpu_time, eventually, http_get, metric, unique};
 use serde_json::{Value, json};
 
 const LEASE_NAMESPACE: &str = "kube-system";
@@ -278,25 +277,6 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// A minimal HTTP/1.0 GET on loopback: (status code, body).
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
-}
-
-/// A value of a metric line `name{labels} value` (`name value` without labels).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// A running `l2announcer operator`, killed on drop (its log printed if the test failed).
 struct Operator {
     child: Child,
@@ -385,7 +365,7 @@ impl Operator {
 
     /// CPU time (user + system) the operator has used so far.
     fn cpu(&self) -> Duration {
-        cpu_of(&format!("/proc/{}/stat", self.child.id()))
+        cpu_time(self.child.id())
     }
 
     fn signal(&self, sig: libc::c_int) {
@@ -421,28 +401,6 @@ impl Drop for Operator {
         }
         let _ = fs::remove_file(&self.log);
     }
-}
-
-/// User + system CPU time of a process, from its `/proc/<pid>/stat`.
-fn cpu_of(stat_path: &str) -> Duration {
-    let stat = fs::read_to_string(stat_path).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start at `state`.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .unwrap_or(100)
-        .max(1);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the state.
-    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
 }
 
 fn in_range(ips: &[IpAddr], range: &std::ops::RangeInclusive<IpAddr>) -> bool {
@@ -1066,14 +1024,14 @@ fn cold_start_10000_services() {
     };
 
     lab.kit.audit().clear();
-    let test_cpu = cpu_of("/proc/self/stat");
+    let test_cpu = cpu_time(std::process::id());
     let started = Instant::now();
     let op = Operator::start(lab.kubeconfig(), "operator-a");
     let ready = started.elapsed();
     let settled = wait_settled(&op, Duration::from_secs(600)).expect("cold start settles");
     let total = started.elapsed();
     let op_cpu = op.cpu();
-    let kit_cpu = cpu_of("/proc/self/stat").saturating_sub(test_cpu);
+    let kit_cpu = cpu_time(std::process::id()).saturating_sub(test_cpu);
     let (rss, peak) = op.memory_kib();
     let text = op.metrics_text();
     let latency_sum = metric(&text, "l2announcer_ipam_allocation_seconds_sum").unwrap_or(0.0);
